@@ -1,0 +1,249 @@
+// The only file that knows Python: array plumbing, GIL release and exception translation for mfkern._core.
+// Arguments are validated (and converted to C-contiguous float64) by python/mfkern/core.py; the array
+// arguments here refuse anything else (noconvert) so that nothing is copied silently per call.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "mfkern/mfkern.hpp"
+
+namespace py = pybind11;
+using namespace mfkern;
+
+namespace {
+
+using Array = py::array_t<double, py::array::c_style>;
+
+py::array_t<double> empty(long rows, long cols) { return py::array_t<double>({rows, cols}); }
+
+Particles particles(const Array& w) { return {w.data(), static_cast<long>(w.shape(0)), static_cast<long>(w.shape(1))}; }
+
+Inputs inputs(const Array& x) { return Inputs(x.data(), static_cast<long>(x.shape(0)), static_cast<long>(x.shape(1))); }
+
+Targets targets(const Array& y) { return {y.data(), static_cast<long>(y.shape(0)), static_cast<long>(y.shape(1))}; }
+
+Options options(long block_size, std::size_t cache_bytes, int n_threads) {
+    Options o;
+    o.block_size = block_size;
+    o.cache_bytes = cache_bytes;
+    o.n_threads = n_threads;
+    return o;
+}
+
+// Take BLAS/LAPACK from scipy when it is importable: tuned and CPU-dispatched, with no link-time BLAS.
+bool register_scipy_blas() {
+    try {
+        py::dict blas = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
+        py::dict lapack = py::module_::import("scipy.linalg.cython_lapack").attr("__pyx_capi__");
+        auto get = [](py::dict& d, const char* name) {
+            py::capsule c = d[name];
+            return c.get_pointer<void>();
+        };
+        blas::Routines r;
+        r.dgemm = reinterpret_cast<blas::dgemm_t*>(get(blas, "dgemm"));
+        r.dsyrk = reinterpret_cast<blas::dsyrk_t*>(get(blas, "dsyrk"));
+        r.dpotrf = reinterpret_cast<blas::dpotrf_t*>(get(lapack, "dpotrf"));
+        r.dpotrs = reinterpret_cast<blas::dpotrs_t*>(get(lapack, "dpotrs"));
+        r.dpotri = reinterpret_cast<blas::dpotri_t*>(get(lapack, "dpotri"));
+        blas::set_routines(r);
+        return true;
+    } catch (py::error_already_set&) {
+        return false;
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "mfkern's compiled core (private: use mfkern.core).";
+    static py::exception<NotPositiveDefinite> not_pd(m, "NotPositiveDefiniteError",
+                                                     py::module_::import("numpy.linalg").attr("LinAlgError").ptr());
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const NotPositiveDefinite& e) {
+            py::set_error(not_pd, e.what());
+        }
+    });
+    m.attr("scipy_blas") = register_scipy_blas();
+
+    m.def("use_eigen_fallback", [](bool on) {
+        if (on) blas::set_routines(blas::Routines{});
+        else register_scipy_blas();
+        return blas::using_external();
+    }, "Switch between scipy's BLAS/LAPACK and the Eigen fallback (for tests and benchmarks).");
+
+    m.def("features", [](const Array& w, const Array& x, const std::string& act, int n_threads) {
+        const Activation a = parse_activation(act);
+        auto out = empty(x.shape(0), w.shape(0));
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            features(particles(w), inputs(x), a, o, n_threads);
+        }
+        return out;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("activation"), py::arg("n_threads"));
+
+    m.def("gram", [](const Array& w, const Array& x, std::optional<Array> x2, const std::string& act,
+                     long block_size, int n_threads) {
+        const Activation a = parse_activation(act);
+        const long n1 = x.shape(0), n2 = x2 ? x2->shape(0) : n1;
+        auto out = empty(n1, n2);
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const Particles p = particles(w);
+            const Inputs xa = inputs(x);
+            if (x2) {
+                gram_cross(p, xa, inputs(*x2), a, block_size, o, n_threads);
+            } else {
+                FeatureBlocks blocks(p, xa, a, block_size, 0, n_threads);
+                gram_symmetric(blocks, n1, p.count, o);
+            }
+        }
+        return out;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("x2").noconvert().none(true),
+       py::arg("activation"), py::arg("block_size"), py::arg("n_threads"));
+
+    m.def("second_layer", [](const Array& k, const Array& y, double ridge) {
+        const long n = k.shape(0), t = y.shape(1);
+        auto out = empty(n, t);
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const RidgeFactor factor(k.data(), n, ridge);
+            std::vector<double> cols(static_cast<std::size_t>(n * t));
+            for (long j = 0; j < n; ++j)
+                for (long i = 0; i < t; ++i) cols[i * n + j] = y.data()[j * t + i];
+            factor.solve_in_place(cols.data(), t);
+            for (long j = 0; j < n; ++j)
+                for (long i = 0; i < t; ++i) o[j * t + i] = cols[i * n + j];
+        }
+        return out;
+    }, py::arg("k").noconvert(), py::arg("y").noconvert(), py::arg("ridge"));
+
+    m.def("ridge_inverse_stats", [](const Array& k, double ridge) {
+        RidgeFactor::InverseStats s;
+        {
+            py::gil_scoped_release release;
+            s = RidgeFactor(k.data(), k.shape(0), ridge).inverse_stats();
+        }
+        return py::make_tuple(s.trace, s.condition);
+    }, py::arg("k").noconvert(), py::arg("ridge"),
+       "(trace of (K + ridge I)^{-1}, 1-norm condition number of K + ridge I)");
+
+    m.def("objective", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
+                          const std::string& act, long block_size, int n_threads) {
+        const Activation a = parse_activation(act);
+        Diagnostics d;
+        {
+            py::gil_scoped_release release;
+            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a,
+                          options(block_size, 0, n_threads));
+        }
+        py::dict r;
+        r["U"] = d.U;
+        r["G"] = d.G;
+        r["dof"] = d.dof;
+        r["condition"] = d.condition;
+        r["mean_sq_norm"] = d.mean_sq_norm;
+        return r;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
+       py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("block_size"), py::arg("n_threads"));
+
+    m.def("drift", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
+                      const std::string& act, std::optional<Array> e, long block_size, std::size_t cache_bytes,
+                      int n_threads) {
+        const Activation a = parse_activation(act);
+        auto grad = empty(w.shape(0), w.shape(1));
+        auto dual = empty(y.shape(0), y.shape(1));
+        double *g = grad.mutable_data(), *du = dual.mutable_data();
+        DriftResult r;
+        {
+            py::gil_scoped_release release;
+            r = drift(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, e ? e->data() : nullptr, g,
+                      du, options(block_size, cache_bytes, n_threads));
+        }
+        return py::make_tuple(grad, dual, r.U);
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
+       py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("label_noise").noconvert().none(true),
+       py::arg("block_size"), py::arg("cache_bytes"), py::arg("n_threads"));
+
+    m.def("langevin_step", [](const Array& w, const Array& x, const Array& y, double eta, double lam, double lam_a,
+                              double lam_w, std::uint64_t seed, std::uint32_t step, const std::string& act,
+                              double level, long first_index, long block_size, std::size_t cache_bytes,
+                              int n_threads) {
+        const Activation a = parse_activation(act);
+        auto w_out = empty(w.shape(0), w.shape(1));
+        auto dual = empty(y.shape(0), y.shape(1));
+        double *wo = w_out.mutable_data(), *du = dual.mutable_data();
+        DriftResult r;
+        {
+            py::gil_scoped_release release;
+            r = langevin_step(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, eta, seed, step,
+                              level, first_index, wo, du, options(block_size, cache_bytes, n_threads));
+        }
+        return py::make_tuple(w_out, dual, r.U);
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("eta"), py::arg("lam"),
+       py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"), py::arg("activation"),
+       py::arg("label_noise_level"), py::arg("first_index"), py::arg("block_size"), py::arg("cache_bytes"),
+       py::arg("n_threads"));
+
+    m.def("output_weights", [](const Array& w, const Array& x, const Array& dual, const std::string& act,
+                               long block_size, int n_threads) {
+        const Activation a = parse_activation(act);
+        const long t = dual.shape(1);
+        auto out = empty(w.shape(0), t);
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const Inputs xi = inputs(x);
+            FeatureBlocks blocks(particles(w), xi, a, block_size, 0, n_threads);
+            std::vector<double> cols(static_cast<std::size_t>(xi.n * t));
+            for (long j = 0; j < xi.n; ++j)
+                for (long i = 0; i < t; ++i) cols[i * xi.n + j] = dual.data()[j * t + i];
+            output_weights(blocks, xi.n, cols.data(), t, o);
+        }
+        return out;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("dual").noconvert(), py::arg("activation"),
+       py::arg("block_size"), py::arg("n_threads"));
+
+    m.def("network_output", [](const Array& w, const Array& weights, const Array& x, const std::string& act,
+                               long block_size, int n_threads) {
+        const Activation a = parse_activation(act);
+        auto out = empty(x.shape(0), weights.shape(1));
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            network_output(particles(w), weights.data(), weights.shape(1), inputs(x), a, block_size, o, n_threads);
+        }
+        return out;
+    }, py::arg("w").noconvert(), py::arg("weights").noconvert(), py::arg("x").noconvert(), py::arg("activation"),
+       py::arg("block_size"), py::arg("n_threads"));
+
+    m.def("particle_noise", [](std::uint64_t seed, std::uint32_t step, long first_index, long count, long dim,
+                               int n_threads) {
+        auto out = empty(count, dim);
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            particle_noise(seed, step, first_index, count, dim, o, n_threads);
+        }
+        return out;
+    }, py::arg("seed"), py::arg("step"), py::arg("first_index"), py::arg("count"), py::arg("dim"),
+       py::arg("n_threads"));
+
+    m.def("label_noise", [](std::uint64_t seed, std::uint32_t step, long n, long tasks, double level) {
+        auto out = empty(n, tasks);
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            label_noise(seed, step, n, tasks, level, o);
+        }
+        return out;
+    }, py::arg("seed"), py::arg("step"), py::arg("n"), py::arg("tasks"), py::arg("level"));
+}

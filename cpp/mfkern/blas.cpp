@@ -1,0 +1,118 @@
+#include "mfkern/blas.hpp"
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+#include <climits>
+#include <stdexcept>
+
+namespace mfkern::blas {
+namespace {
+
+Routines g_routines;
+
+using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+using ConstMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
+using Map = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
+
+int to_int(long v) {
+    // Fortran BLAS takes 32-bit integers: refuse (rather than wrap) sizes it cannot represent.
+    if (v < 0 || v > INT_MAX) throw std::length_error("mfkern: matrix dimension exceeds the BLAS integer range");
+    return static_cast<int>(v);
+}
+
+}  // namespace
+
+void set_routines(const Routines& routines) { g_routines = routines; }
+
+bool using_external() {
+    return g_routines.dgemm && g_routines.dsyrk && g_routines.dpotrf && g_routines.dpotrs && g_routines.dpotri;
+}
+
+void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, const double* a, long lda,
+          const double* b, long ldb, double beta, double* c, long ldc) {
+    if (m == 0 || n == 0) return;
+    if (g_routines.dgemm) {
+        const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+        const int im = to_int(m), in = to_int(n), ik = to_int(k), ilda = to_int(lda), ildb = to_int(ldb),
+                  ildc = to_int(ldc);
+        g_routines.dgemm(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
+        return;
+    }
+    Map C(c, m, n, Eigen::OuterStride<>(ldc));
+    if (beta == 0.0) C.setZero(); else if (beta != 1.0) C *= beta;
+    if (k == 0) return;
+    ConstMap A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+    ConstMap B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+    if (trans_a && trans_b) C.noalias() += alpha * A.transpose() * B.transpose();
+    else if (trans_a) C.noalias() += alpha * A.transpose() * B;
+    else if (trans_b) C.noalias() += alpha * A * B.transpose();
+    else C.noalias() += alpha * A * B;
+}
+
+void syrk_lower(long n, long k, double alpha, const double* a, long lda, double beta, double* c, long ldc) {
+    if (n == 0) return;
+    if (g_routines.dsyrk) {
+        const char uplo = 'L', trans = 'N';
+        const int in = to_int(n), ik = to_int(k), ilda = to_int(lda), ildc = to_int(ldc);
+        g_routines.dsyrk(&uplo, &trans, &in, &ik, &alpha, a, &ilda, &beta, c, &ildc);
+        return;
+    }
+    Map C(c, n, n, Eigen::OuterStride<>(ldc));
+    if (beta == 0.0) C.triangularView<Eigen::Lower>().setZero();
+    else if (beta != 1.0) C.triangularView<Eigen::Lower>() *= beta;
+    if (k == 0) return;
+    ConstMap A(a, n, k, Eigen::OuterStride<>(lda));
+    C.selfadjointView<Eigen::Lower>().rankUpdate(A, alpha);
+}
+
+int potrf_lower(long n, double* a, long lda) {
+    if (n == 0) return 0;
+    if (g_routines.dpotrf) {
+        const char uplo = 'L';
+        const int in = to_int(n), ilda = to_int(lda);
+        int info = 0;
+        g_routines.dpotrf(&uplo, &in, a, &ilda, &info);
+        return info;
+    }
+    Map A(a, n, n, Eigen::OuterStride<>(lda));
+    // Eigen's in-place LLT reports failure without the minor's index; report the first non-positive pivot.
+    Eigen::LLT<Eigen::Ref<Matrix, 0, Eigen::OuterStride<>>, Eigen::Lower> llt(A);
+    if (llt.info() == Eigen::Success) return 0;
+    for (long i = 0; i < n; ++i)
+        if (!(A(i, i) > 0.0)) return static_cast<int>(i + 1);
+    return static_cast<int>(n);
+}
+
+void potrs_lower(long n, long nrhs, const double* l, long ldl, double* b, long ldb) {
+    if (n == 0 || nrhs == 0) return;
+    if (g_routines.dpotrs) {
+        const char uplo = 'L';
+        const int in = to_int(n), inrhs = to_int(nrhs), ildl = to_int(ldl), ildb = to_int(ldb);
+        int info = 0;
+        g_routines.dpotrs(&uplo, &in, &inrhs, l, &ildl, b, &ildb, &info);
+        return;
+    }
+    ConstMap L(l, n, n, Eigen::OuterStride<>(ldl));
+    Map B(b, n, nrhs, Eigen::OuterStride<>(ldb));
+    L.triangularView<Eigen::Lower>().solveInPlace(B);
+    L.transpose().triangularView<Eigen::Upper>().solveInPlace(B);
+}
+
+int potri_lower(long n, double* a, long lda) {
+    if (n == 0) return 0;
+    if (g_routines.dpotri) {
+        const char uplo = 'L';
+        const int in = to_int(n), ilda = to_int(lda);
+        int info = 0;
+        g_routines.dpotri(&uplo, &in, a, &ilda, &info);
+        return info;
+    }
+    Map A(a, n, n, Eigen::OuterStride<>(lda));
+    Matrix inverse = Matrix::Identity(n, n);
+    A.triangularView<Eigen::Lower>().solveInPlace(inverse);
+    inverse = (inverse.transpose() * inverse).eval();
+    A.triangularView<Eigen::Lower>() = inverse;
+    return 0;
+}
+
+}  // namespace mfkern::blas

@@ -1,0 +1,142 @@
+#include "mfkern/langevin.hpp"
+
+#include <cmath>
+#include <vector>
+
+#include "mfkern/drift.hpp"
+#include "mfkern/gram.hpp"
+#include "mfkern/rng.hpp"
+#include "mfkern/solve.hpp"
+
+namespace mfkern {
+
+namespace {
+
+// Row-major n x T to column-major (the layout BLAS works in).
+std::vector<double> to_columns(const double* rows, long n, long t) {
+    std::vector<double> cols(static_cast<std::size_t>(n * t));
+    for (long j = 0; j < n; ++j)
+        for (long i = 0; i < t; ++i) cols[i * n + j] = rows[j * t + i];
+    return cols;
+}
+
+void to_rows(const std::vector<double>& cols, long n, long t, double* rows) {
+    for (long j = 0; j < n; ++j)
+        for (long i = 0; i < t; ++i) rows[j * t + i] = cols[i * n + j];
+}
+
+double mean_squared_norm(const Particles& p) {
+    double total = 0.0;
+    for (long i = 0; i < p.count * p.dim; ++i) total += p.w[i] * p.w[i];
+    return total / double(p.count);
+}
+
+// (lam_a_bar / 2T) sum_i Y_i^T A_i.
+double reduced_objective(const Targets& y, const std::vector<double>& a_cols, double lam_a_bar) {
+    double total = 0.0;
+    for (long i = 0; i < y.tasks; ++i)
+        for (long j = 0; j < y.n; ++j) total += y.y[j * y.tasks + i] * a_cols[i * y.n + j];
+    return lam_a_bar / (2.0 * double(y.tasks)) * total;
+}
+
+// Gram, factor and dual coefficients; optionally also B = S E for the label-noise procedure.
+struct Solved {
+    double U;
+    std::vector<double> a_cols, b_cols;
+};
+
+Solved solve_second_layer(FeatureBlocks& blocks, const Particles& p, const Inputs& x, const Targets& y,
+                          const Hyper& hyper, const double* noise_rows) {
+    const long n = x.n, T = y.tasks;
+    std::vector<double> k(static_cast<std::size_t>(n * n));
+    gram_symmetric(blocks, n, p.count, k.data());
+    const RidgeFactor factor(k.data(), n, hyper.ridge(n));
+    k = std::vector<double>();  // release before the drift pass
+    // One solve for both right-hand sides [Y, E].
+    std::vector<double> rhs = to_columns(y.y, n, T);
+    if (noise_rows) {
+        const std::vector<double> e = to_columns(noise_rows, n, T);
+        rhs.insert(rhs.end(), e.begin(), e.end());
+    }
+    factor.solve_in_place(rhs.data(), noise_rows ? 2 * T : T);
+    Solved s;
+    s.a_cols.assign(rhs.begin(), rhs.begin() + n * T);
+    if (noise_rows) s.b_cols.assign(rhs.begin() + n * T, rhs.end());
+    s.U = reduced_objective(y, s.a_cols, hyper.lam_a_bar());
+    return s;
+}
+
+}  // namespace
+
+Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                      const Options& opt) {
+    const long n = x.n;
+    FeatureBlocks blocks(p, x, act, opt.block_size, 0, opt.n_threads);
+    std::vector<double> k(static_cast<std::size_t>(n * n));
+    gram_symmetric(blocks, n, p.count, k.data());
+    const double ridge = hyper.ridge(n);
+    const RidgeFactor factor(k.data(), n, ridge);
+    std::vector<double> a = to_columns(y.y, n, y.tasks);
+    factor.solve_in_place(a.data(), y.tasks);
+    const auto stats = factor.inverse_stats();
+    Diagnostics d;
+    d.U = reduced_objective(y, a, hyper.lam_a_bar());
+    d.mean_sq_norm = mean_squared_norm(p);
+    d.G = d.U + 0.5 * hyper.lam_w_bar() * d.mean_sq_norm;
+    d.dof = double(n) - ridge * stats.trace;  // tr[K S] = tr[I - ridge S]
+    d.condition = stats.condition;
+    return d;
+}
+
+DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                  const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
+    FeatureBlocks blocks(p, x, act, opt.block_size, opt.cache_bytes, opt.n_threads);
+    const Solved s = solve_second_layer(blocks, p, x, y, hyper, label_noise_rows);
+    drift_from_dual(blocks, p, x, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
+                    hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
+    if (dual_out) to_rows(s.a_cols, x.n, y.tasks, dual_out);
+    return {s.U};
+}
+
+DriftResult langevin_step(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper,
+                          Activation act, double eta, std::uint64_t seed, std::uint32_t step,
+                          double label_noise_level, long first_index, double* w_out, double* dual_out,
+                          const Options& opt) {
+    std::vector<double> e;
+    if (label_noise_level > 0.0) {
+        e.resize(static_cast<std::size_t>(x.n * y.tasks));
+        label_noise(seed, step, x.n, y.tasks, label_noise_level, e.data());
+    }
+    const DriftResult r = drift(p, x, y, hyper, act, e.empty() ? nullptr : e.data(), w_out, dual_out, opt);
+    const double noise_scale = std::sqrt(2.0 * eta * hyper.lam);
+    const long dim = p.dim;
+#pragma omp parallel num_threads(opt.n_threads) if (p.count * dim > 16384)
+    {
+        std::vector<double> xi(static_cast<std::size_t>(dim));
+#pragma omp for schedule(static)
+        for (long k = 0; k < p.count; ++k) {
+            CounterRng(seed, step, static_cast<std::uint32_t>(first_index + k), Stream::ParticleNoise)
+                .normals(xi.data(), static_cast<int>(dim));
+            double* wo = w_out + k * dim;
+            const double* w = p.w + k * dim;
+            for (long l = 0; l < dim; ++l) wo[l] = w[l] - eta * wo[l] + noise_scale * xi[l];
+        }
+    }
+    return r;
+}
+
+void particle_noise(std::uint64_t seed, std::uint32_t step, long first_index, long count, long dim, double* out,
+                    int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (count * dim > 16384)
+    for (long k = 0; k < count; ++k)
+        CounterRng(seed, step, static_cast<std::uint32_t>(first_index + k), Stream::ParticleNoise)
+            .normals(out + k * dim, static_cast<int>(dim));
+}
+
+void label_noise(std::uint64_t seed, std::uint32_t step, long n, long tasks, double level, double* out) {
+    for (long j = 0; j < n; ++j)
+        CounterRng(seed, step, static_cast<std::uint32_t>(j), Stream::LabelNoise)
+            .symmetric_uniforms(out + j * tasks, static_cast<int>(tasks), level);
+}
+
+}  // namespace mfkern

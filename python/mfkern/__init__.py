@@ -1,0 +1,34 @@
+"""mfkern: two-layer neural networks trained by mean-field Langevin dynamics in the two-timescale limit.
+
+The second layer is always solved exactly (kernel ridge regression on the intrinsic kernel of the first
+layer); the first layer follows noisy particle gradient descent. See ``mfkern.core`` for the low-level API.
+"""
+from . import core
+from .core import (
+    NotPositiveDefiniteError,
+    degrees_of_freedom,
+    drift,
+    features,
+    gram,
+    kernel_alignment,
+    langevin_step,
+    objective,
+    parameter_alignment,
+    second_layer,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "core",
+    "NotPositiveDefiniteError",
+    "degrees_of_freedom",
+    "drift",
+    "features",
+    "gram",
+    "kernel_alignment",
+    "langevin_step",
+    "objective",
+    "parameter_alignment",
+    "second_layer",
+]

@@ -1,0 +1,300 @@
+"""Low-level API: validated, thin wrappers over the compiled core.
+
+Conventions (PAPER.md): inputs X of shape (n, d); particles W of shape (N, d+1), one neuron per row,
+w_k = (u_k, b_k) and h(x; w) = act(u.x + b); targets Y of shape (n,) or (n, T). Everything is float64.
+The second layer is always at its kernel-ridge optimum for the current particles, with
+ridge = n * lam * lam_a. Every function checks its arguments and raises TypeError/ValueError naming the
+argument; non-contiguous or non-float64 input is converted once here, never inside the C++ core.
+
+Threads: ``n_threads=None`` uses the OpenMP and BLAS defaults (OMP_NUM_THREADS, the BLAS's own); a number
+limits both for the call. Results do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import _core
+from ._validation import (
+    activation_name,
+    as_float_array,
+    as_targets,
+    block_size_value,
+    check_particles,
+    integer,
+    n_threads_value,
+    non_negative,
+    positive,
+    seed_value,
+    step_value,
+)
+
+__all__ = [
+    "NotPositiveDefiniteError",
+    "features",
+    "gram",
+    "second_layer",
+    "objective",
+    "drift",
+    "langevin_step",
+    "output_weights",
+    "network_output",
+    "particle_noise",
+    "label_noise",
+    "kernel_alignment",
+    "degrees_of_freedom",
+    "parameter_alignment",
+    "thread_limits",
+]
+
+#: Raised when K + ridge*I is not numerically positive definite (a subclass of numpy.linalg.LinAlgError,
+#: itself a ValueError).
+NotPositiveDefiniteError = _core.NotPositiveDefiniteError
+
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+def thread_limits(n_threads):
+    """Context manager limiting the BLAS used by the core to `n_threads` (None: no change)."""
+    if n_threads is None:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(n_threads), user_api="blas")
+
+
+def _inputs(X, name="X"):
+    return as_float_array(X, name, ndim=(2,))
+
+
+def _particles(W, X, name="W"):
+    W = as_float_array(W, name, ndim=(2,))
+    check_particles(W, X, name)
+    return W
+
+
+def _hyper(lam, lam_a, lam_w):
+    return positive(lam, "lam"), positive(lam_a, "lam_a"), positive(lam_w, "lam_w")
+
+
+def _restore(A, one_d):
+    return A[:, 0] if one_d else A
+
+
+def features(W, X, activation="tanh", *, n_threads=None):
+    """Features H of shape (n, N): H[j, k] = h(x_j; w_k) = act(u_k . x_j + b_k)."""
+    X = _inputs(X)
+    W = _particles(W, X)
+    nt = n_threads_value(n_threads)
+    with thread_limits(n_threads):
+        return _core.features(W, X, activation_name(activation), nt)
+
+
+def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
+    """Intrinsic-kernel Gram matrix (1/N) H(X) H(X2)^T of the particle measure.
+
+    Accumulated over blocks of `block_size` particles (default: about 8 MiB of features per block), so the
+    n x N feature matrix never exists whole: memory O(n * n2 + block_size * (n + n2)). With X2 None the
+    symmetric Gram of X is computed with a rank-k update (half the work) and returned with both triangles.
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    if X2 is not None:
+        X2 = _inputs(X2, "X2")
+        if X2.shape[1] != X.shape[1]:
+            raise ValueError(f"X2 must have d = {X.shape[1]} columns like X, got {X2.shape[1]}")
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    with thread_limits(n_threads):
+        return _core.gram(W, X, X2, act, bs, nt)
+
+
+def _square_symmetric(K, name="K"):
+    K = as_float_array(K, name, ndim=(2,))
+    if K.shape[0] != K.shape[1]:
+        raise ValueError(f"{name} must be square (n, n), got shape {K.shape}")
+    scale = max(1.0, float(np.abs(K).max()))
+    if not np.allclose(K, K.T, rtol=0, atol=1e-10 * scale):
+        raise ValueError(f"{name} must be symmetric")
+    return K
+
+
+def second_layer(K, Y, ridge):
+    """Dual coefficients A = (K + ridge I)^{-1} Y of kernel ridge regression, by Cholesky.
+
+    This is scikit-learn's ``KernelRidge(alpha=ridge, kernel="precomputed").fit(K, Y).dual_coef_``; in the
+    trainer ridge = n * lam * lam_a. Y of shape (n,) or (n, T); A has the same shape. Raises
+    NotPositiveDefiniteError when K + ridge I is not numerically positive definite.
+    """
+    K = _square_symmetric(K)
+    Y, one_d = as_targets(Y, "Y", K.shape[0])
+    ridge = positive(ridge, "ridge")
+    return _restore(_core.second_layer(K, Y, ridge), one_d)
+
+
+def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None):
+    """The reduced objective and diagnostics at particles W (PAPER.md sections 2 and 4).
+
+    Returns a dict: ``U`` = (lam*lam_a/(2T)) sum_i Y_i^T (K + ridge I)^{-1} Y_i, ``G`` = U +
+    (lam*lam_w/2) mean_k ||w_k||^2, ``dof`` = tr[K (K + ridge I)^{-1}], ``condition`` = the (exact) 1-norm
+    condition number of K + ridge I, and ``ridge`` = n*lam*lam_a. Costs O(n^3) (an explicit inverse).
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    Y, _ = as_targets(Y, "Y", X.shape[0])
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    with thread_limits(n_threads):
+        out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt)
+    out.pop("mean_sq_norm")
+    out["ridge"] = X.shape[0] * lam * lam_a
+    return out
+
+
+def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, block_size=None,
+          cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False):
+    """Gradient of the first variation at every particle, shape (N, d+1) (PAPER.md section 3).
+
+    Equals N times the gradient of G(mu_W) in w_k. With `label_noise` an (n, T) (or (n,)) noise matrix E,
+    the drift of the label-noise functional G_E (PAPER.md section 5). Features are kept between the Gram
+    and the drift pass when they fit in `cache_bytes`, and recomputed otherwise. With ``return_dual`` also
+    returns the dual coefficients A = (K + ridge I)^{-1} Y and U.
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    Y, one_d = as_targets(Y, "Y", X.shape[0])
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    E = None
+    if label_noise is not None:
+        E, _ = as_targets(label_noise, "label_noise", X.shape[0])
+        if E.shape != Y.shape:
+            raise ValueError(f"label_noise must have the shape of Y {Y.shape}, got {E.shape}")
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    cb = integer(cache_bytes, "cache_bytes", minimum=0)
+    with thread_limits(n_threads):
+        grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt)
+    if return_dual:
+        return grad, _restore(A, one_d), U
+    return grad
+
+
+def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="tanh", label_noise_level=0.0,
+                  first_index=0, block_size=None, cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None,
+                  return_dual=False):
+    """One Euler-Maruyama step of MFLD: W - eta * drift + sqrt(2 eta lam) xi.
+
+    xi is standard normal, drawn by a counter-based generator (Philox4x32-10) keyed by
+    (seed, step, first_index + k) for particle k, so the result is bitwise identical for any thread count
+    and any step can be replayed alone. With ``label_noise_level`` s > 0, the label-noise procedure: fresh
+    E ~ Uniform[-s, s]^{n x T} keyed by (seed, step, sample), the second layer fitted to Y + E, scored with Y.
+    With ``return_dual`` also returns A = (K + ridge I)^{-1} Y at W (the pre-step particles) and U.
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    Y, one_d = as_targets(Y, "Y", X.shape[0])
+    eta = positive(eta, "eta")
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    seed, step = seed_value(seed), step_value(step)
+    level = non_negative(label_noise_level, "label_noise_level")
+    first = integer(first_index, "first_index", minimum=0)
+    if first + W.shape[0] - 1 > 2**32 - 1:
+        raise ValueError("first_index + N must be at most 2**32 (particle indices are 32-bit)")
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    cb = integer(cache_bytes, "cache_bytes", minimum=0)
+    with thread_limits(n_threads):
+        W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
+                                          nt)
+    if return_dual:
+        return W_new, _restore(A, one_d), U
+    return W_new
+
+
+def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
+    """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A."""
+    X = _inputs(X)
+    W = _particles(W, X)
+    A, one_d = as_targets(A, "A", X.shape[0])
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    with thread_limits(n_threads):
+        return _restore(_core.output_weights(W, X, A, act, bs, nt), one_d)
+
+
+def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threads=None):
+    """The network f(x) = (1/N) sum_k a_k h(x; w_k) at the rows of X: shape (m,) or (m, T) like weights."""
+    X = _inputs(X)
+    W = _particles(W, X)
+    weights, one_d = as_targets(weights, "weights", W.shape[0])
+    act = activation_name(activation)
+    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    with thread_limits(n_threads):
+        return _restore(_core.network_output(W, weights, X, act, bs, nt), one_d)
+
+
+def particle_noise(seed, step, count, dim, *, first_index=0, n_threads=None):
+    """The standard normals xi (count, dim) that `langevin_step` adds for particles first_index.. at `step`."""
+    seed, step = seed_value(seed), step_value(step)
+    count = integer(count, "count", minimum=0)
+    dim = integer(dim, "dim", minimum=1)
+    first = integer(first_index, "first_index", minimum=0)
+    if count and first + count - 1 > 2**32 - 1:
+        raise ValueError("first_index + count must be at most 2**32 (particle indices are 32-bit)")
+    return _core.particle_noise(seed, step, first, count, dim, n_threads_value(n_threads))
+
+
+def label_noise(seed, step, n, tasks=1, level=1.0):
+    """The label noise E (n, tasks) ~ Uniform[-level, level] that `langevin_step` draws at `step`."""
+    seed, step = seed_value(seed), step_value(step)
+    n = integer(n, "n", minimum=1, maximum=2**32)
+    tasks = integer(tasks, "tasks", minimum=1, maximum=2**30)
+    level = non_negative(level, "level")
+    return _core.label_noise(seed, step, n, tasks, level)
+
+
+def kernel_alignment(K, f):
+    """Kernel-target alignment f^T K f / (||f||^2 ||K||_F), in [0, 1] for a PSD K (PAPER.md section 4).
+
+    f of shape (n,) or (n, T); with several columns, the sum over columns of f_i^T K f_i divided by
+    ||f||_F^2 ||K||_F (the alignment of K with F F^T measured the same way).
+    """
+    K = _square_symmetric(K)
+    F, _ = as_targets(f, "f", K.shape[0])
+    f_norm2 = float(np.sum(F * F))
+    k_norm = float(np.linalg.norm(K))
+    if f_norm2 == 0:
+        raise ValueError("f must not be identically zero")
+    if k_norm == 0:
+        raise ValueError("K must not be identically zero")
+    return float(np.einsum("ji,jk,ki->", F, K, F) / (f_norm2 * k_norm))
+
+
+def degrees_of_freedom(K, ridge):
+    """Effective degrees of freedom tr[K (K + ridge I)^{-1}] (in the trainer ridge = n*lam*lam_a)."""
+    K = _square_symmetric(K)
+    ridge = positive(ridge, "ridge")
+    trace_inv, _ = _core.ridge_inverse_stats(K, ridge)
+    return float(K.shape[0] - ridge * trace_inv)
+
+
+def parameter_alignment(W, u_star):
+    """Parameter alignment (1/N) sum_k (u_k . u*)^2 / ||u_k||^2 with a unit direction u* (0 for u_k = 0).
+
+    W is (N, d+1) (the last column, the bias, is ignored) or (N, d); u_star of length d is normalised here.
+    """
+    W = as_float_array(W, "W", ndim=(2,))
+    u = as_float_array(u_star, "u_star", ndim=(1,))
+    d = u.shape[0]
+    if W.shape[1] not in (d, d + 1):
+        raise ValueError(f"W must have d = {d} or d+1 = {d + 1} columns for u_star of length {d}, "
+                         f"got {W.shape[1]}")
+    norm = np.linalg.norm(u)
+    if norm == 0:
+        raise ValueError("u_star must not be the zero vector")
+    U = W[:, :d]
+    sq = np.einsum("kl,kl->k", U, U)
+    proj = U @ (u / norm)
+    ratio = np.divide(proj * proj, sq, out=np.zeros_like(sq), where=sq > 0)
+    return float(ratio.mean())
