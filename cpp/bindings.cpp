@@ -101,8 +101,7 @@ PYBIND11_MODULE(_core, m) {
             if (x2) {
                 gram_cross(p, xa, inputs(*x2), a, block_size, o, n_threads);
             } else {
-                FeatureBlocks blocks(p, xa, a, block_size, 0, n_threads);
-                gram_symmetric(blocks, n1, p.count, o);
+                gram_symmetric(p, xa, a, block_size, nullptr, o, n_threads);
             }
         }
         return out;
@@ -196,17 +195,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("output_weights", [](const Array& w, const Array& x, const Array& dual, const std::string& act,
                                long block_size, int n_threads) {
         const Activation a = parse_activation(act);
+        (void)block_size;  // output weights are computed per particle tile: no panel
         const long t = dual.shape(1);
         auto out = empty(w.shape(0), t);
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
             const Inputs xi = inputs(x);
-            FeatureBlocks blocks(particles(w), xi, a, block_size, 0, n_threads);
             std::vector<double> cols(static_cast<std::size_t>(xi.n * t));
             for (long j = 0; j < xi.n; ++j)
                 for (long i = 0; i < t; ++i) cols[i * xi.n + j] = dual.data()[j * t + i];
-            output_weights(blocks, xi.n, cols.data(), t, o);
+            output_weights(particles(w), xi, a, cols.data(), t, o, n_threads);
         }
         return out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("dual").noconvert(), py::arg("activation"),
@@ -219,7 +218,8 @@ PYBIND11_MODULE(_core, m) {
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
-            network_output(particles(w), weights.data(), weights.shape(1), inputs(x), a, block_size, o, n_threads);
+            network_output(particles(w), weights.data(), weights.shape(1), x.data(), x.shape(0), x.shape(1), a,
+                           block_size, o, n_threads);
         }
         return out;
     }, py::arg("w").noconvert(), py::arg("weights").noconvert(), py::arg("x").noconvert(), py::arg("activation"),

@@ -1,4 +1,9 @@
 // Features H[j,k] = h(x_j . u_k + b_k), evaluated a block of particles at a time.
+//
+// Reproducibility: all work is cut into pieces whose boundaries depend only on the problem's size and the
+// block size, never on the thread count, and every sum over particles is taken in a fixed order. Threads
+// only decide who computes a piece, so results are bitwise identical for any number of threads. BLAS is
+// always called single-threaded (the Python layer pins it), from inside these pieces.
 #pragma once
 #include <cstddef>
 #include <vector>
@@ -21,38 +26,39 @@ struct Particles {
     long count, dim;
 };
 
-// The default number of particles per block for n samples: about 8 MiB of features per block. It depends
-// only on the problem's size, never on the thread count, so blocked sums are reproducible.
+// Particles per unit of parallel work on features and drift.
+constexpr long kParticleTile = 64;
+// Rows/columns per tile of an output Gram matrix.
+constexpr long kGramTile = 256;
+
+// The default number of particles per panel of the Gram's sum for n samples: about 8 MiB of features.
 long default_block_size(long n, long n_particles);
+
+// Single-threaded: column-major n x m features of particles k0..k0+m-1 (and h' if deriv is non-null).
+void feature_tile(const Particles& p, const Inputs& x, Activation act, long k0, long m, double* h, double* deriv);
 
 // Row-major n x N features of all particles (the whole matrix: for small problems and tests).
 void features(const Particles& p, const Inputs& x, Activation act, double* out_rows, int n_threads);
 
-// Iterates over blocks of particles, giving each block's features (column-major n x size) and, when the
-// activation needs it, its derivative. Keeps every block in memory when they fit in cache_bytes, so that
-// a second pass over the blocks (the drift after the Gram) costs nothing; otherwise recomputes them.
-class FeatureBlocks {
+// The features of every particle kept in memory (column-major n x N) when they fit in cache_bytes, so that
+// the drift pass after the Gram does not recompute them; otherwise nothing is stored.
+class FeatureCache {
   public:
-    FeatureBlocks(const Particles& p, const Inputs& x, Activation act, long block_size, std::size_t cache_bytes,
-                  int n_threads);
-    long count() const { return n_blocks_; }
-    long begin(long b) const { return b * block_; }
-    long size(long b) const;
-    // Features (and derivatives, or nullptr when h' follows from h) of block b. Valid until the next call.
-    void get(long b, const double*& h, const double*& deriv);
-    bool cached() const { return cache_all_; }
-    Activation activation() const { return act_; }
+    FeatureCache(const Particles& p, const Inputs& x, Activation act, std::size_t cache_bytes);
+    bool enabled() const { return enabled_; }
+    bool needs_derivative() const { return need_deriv_; }
+    // Compute the features of particles k0..k0+m-1 into the cache (in parallel over particle tiles).
+    void fill(long k0, long m, int n_threads);
+    const double* h(long k0) const { return h_.data() + static_cast<std::size_t>(n_) * k0; }
+    const double* deriv(long k0) const { return need_deriv_ ? deriv_.data() + static_cast<std::size_t>(n_) * k0 : nullptr; }
 
   private:
-    void compute(long b, double* h, double* deriv);
-    Particles p_;
+    const Particles& p_;
     const Inputs& x_;
     Activation act_;
-    long block_, n_blocks_;
-    bool cache_all_, need_deriv_;
-    int n_threads_;
+    long n_;
+    bool enabled_, need_deriv_;
     std::vector<double> h_, deriv_;
-    std::vector<char> done_;
 };
 
 }  // namespace mfkern

@@ -1,36 +1,87 @@
 #include "mfkern/gram.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "mfkern/blas.hpp"
 
 namespace mfkern {
 
-void gram_symmetric(FeatureBlocks& blocks, long n, long n_particles, double* k) {
+namespace {
+
+// Features of particles k0..k0+m-1 for inputs x into h (column-major n x m), in parallel over tiles.
+void panel_features(const Particles& p, const Inputs& x, Activation act, long k0, long m, double* h,
+                    int n_threads) {
+    const long tiles = (m + kParticleTile - 1) / kParticleTile;
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (tiles > 1)
+    for (long t = 0; t < tiles; ++t) {
+        const long a = t * kParticleTile, len = std::min(kParticleTile, m - a);
+        feature_tile(p, x, act, k0 + a, len, h + static_cast<std::size_t>(x.n) * a, nullptr);
+    }
+}
+
+long tile_count(long n) { return (n + kGramTile - 1) / kGramTile; }
+
+}  // namespace
+
+void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
+                    double* k, int n_threads) {
+    const long n = x.n, N = p.count;
+    if (panel <= 0) panel = default_block_size(n, N);
+    const bool cached = cache && cache->enabled();
+    std::vector<double> buffer(cached ? 0 : static_cast<std::size_t>(n) * std::min(panel, N));
     std::fill(k, k + n * n, 0.0);
-    const double scale = 1.0 / double(n_particles);
-    for (long b = 0; b < blocks.count(); ++b) {
-        const double *h, *deriv;
-        blocks.get(b, h, deriv);
-        blas::syrk_lower(n, blocks.size(b), scale, h, n, 1.0, k, n);
+    std::vector<std::pair<long, long>> tiles;  // (row tile, column tile), lower triangle
+    for (long i = 0; i < tile_count(n); ++i)
+        for (long j = 0; j <= i; ++j) tiles.emplace_back(i, j);
+    const double scale = 1.0 / double(N);
+    for (long k0 = 0; k0 < N; k0 += panel) {
+        const long m = std::min(panel, N - k0);
+        const double* h;
+        if (cached) {
+            cache->fill(k0, m, n_threads);
+            h = cache->h(k0);
+        } else {
+            panel_features(p, x, act, k0, m, buffer.data(), n_threads);
+            h = buffer.data();
+        }
+        const long count = static_cast<long>(tiles.size());
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
+        for (long t = 0; t < count; ++t) {
+            const long r0 = tiles[t].first * kGramTile, c0 = tiles[t].second * kGramTile;
+            const long nr = std::min(kGramTile, n - r0), nc = std::min(kGramTile, n - c0);
+            if (r0 == c0)
+                blas::syrk_lower(nr, m, scale, h + r0, n, 1.0, k + c0 * n + r0, n);
+            else
+                blas::gemm(false, true, nr, nc, m, scale, h + r0, n, h + c0, n, 1.0, k + c0 * n + r0, n);
+        }
     }
     for (long c = 0; c < n; ++c)
         for (long r = c + 1; r < n; ++r) k[r * n + c] = k[c * n + r];
 }
 
-void gram_cross(const Particles& p, const Inputs& xa, const Inputs& xb, Activation act, long block_size,
+void gram_cross(const Particles& p, const Inputs& xa, const Inputs& xb, Activation act, long panel,
                 double* out_rows, int n_threads) {
-    const long block = block_size > 0 ? block_size : default_block_size(std::max(xa.n, xb.n), p.count);
-    FeatureBlocks ba(p, xa, act, block, 0, n_threads), bb(p, xb, act, block, 0, n_threads);
+    const long N = p.count;
+    if (panel <= 0) panel = default_block_size(std::max(xa.n, xb.n), N);
+    std::vector<double> ha(static_cast<std::size_t>(xa.n) * std::min(panel, N)),
+        hb(static_cast<std::size_t>(xb.n) * std::min(panel, N));
     std::fill(out_rows, out_rows + xa.n * xb.n, 0.0);
-    const double scale = 1.0 / double(p.count);
-    for (long b = 0; b < ba.count(); ++b) {
-        const double *ha, *hb, *unused;
-        ba.get(b, ha, unused);
-        bb.get(b, hb, unused);
-        // Row-major na x nb is column-major nb x na: accumulate H_b(Xb) H_b(Xa)^T.
-        blas::gemm(false, true, xb.n, xa.n, ba.size(b), scale, hb, xb.n, ha, xa.n, 1.0, out_rows, xb.n);
+    // Row-major na x nb output is column-major nb x na: tiles of H(Xb) H(Xa)^T.
+    const long rows = tile_count(xb.n), cols = tile_count(xa.n), count = rows * cols;
+    const double scale = 1.0 / double(N);
+    for (long k0 = 0; k0 < N; k0 += panel) {
+        const long m = std::min(panel, N - k0);
+        panel_features(p, xa, act, k0, m, ha.data(), n_threads);
+        panel_features(p, xb, act, k0, m, hb.data(), n_threads);
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
+        for (long t = 0; t < count; ++t) {
+            const long r0 = (t / cols) * kGramTile, c0 = (t % cols) * kGramTile;
+            const long nr = std::min(kGramTile, xb.n - r0), nc = std::min(kGramTile, xa.n - c0);
+            blas::gemm(false, true, nr, nc, m, scale, hb.data() + r0, xb.n, ha.data() + c0, xa.n, 1.0,
+                       out_rows + c0 * xb.n + r0, xb.n);
+        }
     }
 }
 

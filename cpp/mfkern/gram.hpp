@@ -1,15 +1,18 @@
-// Intrinsic-kernel Gram matrices K = (1/N) H H^T, accumulated over blocks of particles.
+// Intrinsic-kernel Gram matrices K = (1/N) H H^T, summed over panels of particles in a fixed order.
 #pragma once
 #include "mfkern/features.hpp"
 
 namespace mfkern {
 
-// K (n x n, symmetric, both triangles filled) = (1/N) sum over blocks H_b H_b^T. Memory: the n x n output
-// plus the blocks' features (all of them only when `blocks` caches them).
-void gram_symmetric(FeatureBlocks& blocks, long n, long n_particles, double* k);
+// K (column-major = row-major, n x n, symmetric, both triangles filled) = (1/N) sum over panels of
+// `panel` particles of H_p H_p^T. Each panel's update is split into fixed output tiles computed in parallel.
+// Memory: the n x n output plus one panel of features, unless `cache` is enabled, in which case the
+// features of every particle are stored there for a later pass.
+void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
+                    double* k, int n_threads);
 
 // Row-major na x nb cross-Gram (1/N) H(Xa) H(Xb)^T.
-void gram_cross(const Particles& p, const Inputs& xa, const Inputs& xb, Activation act, long block_size,
+void gram_cross(const Particles& p, const Inputs& xa, const Inputs& xb, Activation act, long panel,
                 double* out_rows, int n_threads);
 
 }  // namespace mfkern

@@ -45,11 +45,11 @@ struct Solved {
     std::vector<double> a_cols, b_cols;
 };
 
-Solved solve_second_layer(FeatureBlocks& blocks, const Particles& p, const Inputs& x, const Targets& y,
-                          const Hyper& hyper, const double* noise_rows) {
+Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, FeatureCache& cache,
+                          const Targets& y, const Hyper& hyper, const double* noise_rows, const Options& opt) {
     const long n = x.n, T = y.tasks;
     std::vector<double> k(static_cast<std::size_t>(n * n));
-    gram_symmetric(blocks, n, p.count, k.data());
+    gram_symmetric(p, x, act, opt.block_size, &cache, k.data(), opt.n_threads);
     const RidgeFactor factor(k.data(), n, hyper.ridge(n));
     k = std::vector<double>();  // release before the drift pass
     // One solve for both right-hand sides [Y, E].
@@ -71,9 +71,8 @@ Solved solve_second_layer(FeatureBlocks& blocks, const Particles& p, const Input
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
                       const Options& opt) {
     const long n = x.n;
-    FeatureBlocks blocks(p, x, act, opt.block_size, 0, opt.n_threads);
     std::vector<double> k(static_cast<std::size_t>(n * n));
-    gram_symmetric(blocks, n, p.count, k.data());
+    gram_symmetric(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
     const double ridge = hyper.ridge(n);
     const RidgeFactor factor(k.data(), n, ridge);
     std::vector<double> a = to_columns(y.y, n, y.tasks);
@@ -90,9 +89,9 @@ Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, con
 
 DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
                   const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
-    FeatureBlocks blocks(p, x, act, opt.block_size, opt.cache_bytes, opt.n_threads);
-    const Solved s = solve_second_layer(blocks, p, x, y, hyper, label_noise_rows);
-    drift_from_dual(blocks, p, x, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
+    FeatureCache cache(p, x, act, opt.cache_bytes);
+    const Solved s = solve_second_layer(p, x, act, cache, y, hyper, label_noise_rows, opt);
+    drift_from_dual(p, x, act, cache, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
                     hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
     if (dual_out) to_rows(s.a_cols, x.n, y.tasks, dual_out);
     return {s.U};

@@ -6,15 +6,18 @@ The second layer is always at its kernel-ridge optimum for the current particles
 ridge = n * lam * lam_a. Every function checks its arguments and raises TypeError/ValueError naming the
 argument; non-contiguous or non-float64 input is converted once here, never inside the C++ core.
 
-Threads: ``n_threads=None`` uses the OpenMP and BLAS defaults (OMP_NUM_THREADS, the BLAS's own); a number
-limits both for the call. Results do not depend on the thread count.
+Threads: the core parallelises with OpenMP over fixed tiles of work, calling BLAS single-threaded inside
+them; ``n_threads=None`` uses the OpenMP default (OMP_NUM_THREADS, else all cores), a number sets it for
+the call. Results are bitwise identical for any thread count.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _core
 from ._validation import (
@@ -56,11 +59,40 @@ NotPositiveDefiniteError = _core.NotPositiveDefiniteError
 DEFAULT_CACHE_BYTES = 512 * 2**20
 
 
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def _blas_controller():
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            _controller = ThreadpoolController()
+        return _controller
+
+
 def thread_limits(n_threads):
-    """Context manager limiting the BLAS used by the core to `n_threads` (None: no change)."""
+    """Context manager limiting numpy/scipy's BLAS to `n_threads` (None: no change).
+
+    For numpy code run around the core (diagnostics, baselines); the core's own calls pin BLAS to one
+    thread regardless, since they parallelise with OpenMP themselves.
+    """
     if n_threads is None:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n_threads), user_api="blas")
+    return _blas_controller().limit(limits=int(n_threads), user_api="blas")
+
+
+def _single_threaded_blas(func):
+    """Run a core entry point with BLAS pinned to one thread.
+
+    The core calls BLAS from inside its OpenMP tiles; a multi-threaded BLAS there would oversubscribe the
+    cores and, worse, make results depend on the thread count (OpenBLAS splits work by thread).
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def _inputs(X, name="X"):
@@ -81,15 +113,16 @@ def _restore(A, one_d):
     return A[:, 0] if one_d else A
 
 
+@_single_threaded_blas
 def features(W, X, activation="tanh", *, n_threads=None):
     """Features H of shape (n, N): H[j, k] = h(x_j; w_k) = act(u_k . x_j + b_k)."""
     X = _inputs(X)
     W = _particles(W, X)
     nt = n_threads_value(n_threads)
-    with thread_limits(n_threads):
-        return _core.features(W, X, activation_name(activation), nt)
+    return _core.features(W, X, activation_name(activation), nt)
 
 
+@_single_threaded_blas
 def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
     """Intrinsic-kernel Gram matrix (1/N) H(X) H(X2)^T of the particle measure.
 
@@ -105,8 +138,7 @@ def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
             raise ValueError(f"X2 must have d = {X.shape[1]} columns like X, got {X2.shape[1]}")
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    with thread_limits(n_threads):
-        return _core.gram(W, X, X2, act, bs, nt)
+    return _core.gram(W, X, X2, act, bs, nt)
 
 
 def _square_symmetric(K, name="K"):
@@ -119,6 +151,7 @@ def _square_symmetric(K, name="K"):
     return K
 
 
+@_single_threaded_blas
 def second_layer(K, Y, ridge):
     """Dual coefficients A = (K + ridge I)^{-1} Y of kernel ridge regression, by Cholesky.
 
@@ -132,6 +165,7 @@ def second_layer(K, Y, ridge):
     return _restore(_core.second_layer(K, Y, ridge), one_d)
 
 
+@_single_threaded_blas
 def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None):
     """The reduced objective and diagnostics at particles W (PAPER.md sections 2 and 4).
 
@@ -145,13 +179,13 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    with thread_limits(n_threads):
-        out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt)
+    out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt)
     out.pop("mean_sq_norm")
     out["ridge"] = X.shape[0] * lam * lam_a
     return out
 
 
+@_single_threaded_blas
 def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, block_size=None,
           cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False):
     """Gradient of the first variation at every particle, shape (N, d+1) (PAPER.md section 3).
@@ -173,13 +207,13 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0)
-    with thread_limits(n_threads):
-        grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt)
+    grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt)
     if return_dual:
         return grad, _restore(A, one_d), U
     return grad
 
 
+@_single_threaded_blas
 def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="tanh", label_noise_level=0.0,
                   first_index=0, block_size=None, cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None,
                   return_dual=False):
@@ -204,14 +238,14 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0)
-    with thread_limits(n_threads):
-        W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
-                                          nt)
+    W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
+                                      nt)
     if return_dual:
         return W_new, _restore(A, one_d), U
     return W_new
 
 
+@_single_threaded_blas
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
     """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A."""
     X = _inputs(X)
@@ -219,10 +253,10 @@ def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=Non
     A, one_d = as_targets(A, "A", X.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    with thread_limits(n_threads):
-        return _restore(_core.output_weights(W, X, A, act, bs, nt), one_d)
+    return _restore(_core.output_weights(W, X, A, act, bs, nt), one_d)
 
 
+@_single_threaded_blas
 def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threads=None):
     """The network f(x) = (1/N) sum_k a_k h(x; w_k) at the rows of X: shape (m,) or (m, T) like weights."""
     X = _inputs(X)
@@ -230,8 +264,7 @@ def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threa
     weights, one_d = as_targets(weights, "weights", W.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    with thread_limits(n_threads):
-        return _restore(_core.network_output(W, weights, X, act, bs, nt), one_d)
+    return _restore(_core.network_output(W, weights, X, act, bs, nt), one_d)
 
 
 def particle_noise(seed, step, count, dim, *, first_index=0, n_threads=None):
@@ -271,6 +304,7 @@ def kernel_alignment(K, f):
     return float(np.einsum("ji,jk,ki->", F, K, F) / (f_norm2 * k_norm))
 
 
+@_single_threaded_blas
 def degrees_of_freedom(K, ridge):
     """Effective degrees of freedom tr[K (K + ridge I)^{-1}] (in the trainer ridge = n*lam*lam_a)."""
     K = _square_symmetric(K)
