@@ -49,6 +49,7 @@ bool register_scipy_blas() {
         r.dpotrf = reinterpret_cast<blas::dpotrf_t*>(get(lapack, "dpotrf"));
         r.dpotrs = reinterpret_cast<blas::dpotrs_t*>(get(lapack, "dpotrs"));
         r.dpotri = reinterpret_cast<blas::dpotri_t*>(get(lapack, "dpotri"));
+        r.dtrsm = reinterpret_cast<blas::dtrsm_t*>(get(blas, "dtrsm"));
         blas::set_routines(r);
         return true;
     } catch (py::error_already_set&) {
@@ -70,11 +71,13 @@ PYBIND11_MODULE(_core, m) {
         }
     });
     m.attr("scipy_blas") = register_scipy_blas();
+    m.attr("activation_isa") = activation_isa();
+    m.attr("blas_thread_control") = blas::has_thread_control();
 
     m.def("use_eigen_fallback", [](bool on) {
         if (on) blas::set_routines(blas::Routines{});
         else register_scipy_blas();
-        return blas::using_external();
+        return !blas::using_external();
     }, "Switch between scipy's BLAS/LAPACK and the Eigen fallback (for tests and benchmarks).");
 
     m.def("features", [](const Array& w, const Array& x, const std::string& act, int n_threads) {
@@ -83,6 +86,7 @@ PYBIND11_MODULE(_core, m) {
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             features(particles(w), inputs(x), a, o, n_threads);
         }
         return out;
@@ -96,6 +100,7 @@ PYBIND11_MODULE(_core, m) {
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             const Particles p = particles(w);
             const Inputs xa = inputs(x);
             if (x2) {
@@ -108,13 +113,14 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("x2").noconvert().none(true),
        py::arg("activation"), py::arg("block_size"), py::arg("n_threads"));
 
-    m.def("second_layer", [](const Array& k, const Array& y, double ridge) {
+    m.def("second_layer", [](const Array& k, const Array& y, double ridge, int n_threads) {
         const long n = k.shape(0), t = y.shape(1);
         auto out = empty(n, t);
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
-            const RidgeFactor factor(k.data(), n, ridge);
+            const blas::Session session;  // lock + BLAS pinned to one thread
+            const RidgeFactor factor(k.data(), n, ridge, n_threads);
             std::vector<double> cols(static_cast<std::size_t>(n * t));
             for (long j = 0; j < n; ++j)
                 for (long i = 0; i < t; ++i) cols[i * n + j] = y.data()[j * t + i];
@@ -123,16 +129,17 @@ PYBIND11_MODULE(_core, m) {
                 for (long i = 0; i < t; ++i) o[j * t + i] = cols[i * n + j];
         }
         return out;
-    }, py::arg("k").noconvert(), py::arg("y").noconvert(), py::arg("ridge"));
+    }, py::arg("k").noconvert(), py::arg("y").noconvert(), py::arg("ridge"), py::arg("n_threads"));
 
-    m.def("ridge_inverse_stats", [](const Array& k, double ridge) {
+    m.def("ridge_inverse_stats", [](const Array& k, double ridge, int n_threads) {
         RidgeFactor::InverseStats s;
         {
             py::gil_scoped_release release;
-            s = RidgeFactor(k.data(), k.shape(0), ridge).inverse_stats();
+            const blas::Session session;  // lock + BLAS pinned to one thread
+            s = RidgeFactor(k.data(), k.shape(0), ridge, n_threads).inverse_stats();
         }
         return py::make_tuple(s.trace, s.condition);
-    }, py::arg("k").noconvert(), py::arg("ridge"),
+    }, py::arg("k").noconvert(), py::arg("ridge"), py::arg("n_threads"),
        "(trace of (K + ridge I)^{-1}, 1-norm condition number of K + ridge I)");
 
     m.def("objective", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
@@ -141,6 +148,7 @@ PYBIND11_MODULE(_core, m) {
         Diagnostics d;
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a,
                           options(block_size, 0, n_threads));
         }
@@ -164,6 +172,7 @@ PYBIND11_MODULE(_core, m) {
         DriftResult r;
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             r = drift(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, e ? e->data() : nullptr, g,
                       du, options(block_size, cache_bytes, n_threads));
         }
@@ -183,6 +192,7 @@ PYBIND11_MODULE(_core, m) {
         DriftResult r;
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             r = langevin_step(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, eta, seed, step,
                               level, first_index, wo, du, options(block_size, cache_bytes, n_threads));
         }
@@ -201,6 +211,7 @@ PYBIND11_MODULE(_core, m) {
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             const Inputs xi = inputs(x);
             std::vector<double> cols(static_cast<std::size_t>(xi.n * t));
             for (long j = 0; j < xi.n; ++j)
@@ -218,6 +229,7 @@ PYBIND11_MODULE(_core, m) {
         double* o = out.mutable_data();
         {
             py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
             network_output(particles(w), weights.data(), weights.shape(1), x.data(), x.shape(0), x.shape(1), a,
                            block_size, o, n_threads);
         }

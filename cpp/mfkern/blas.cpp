@@ -2,13 +2,49 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
+#include <string>
 #include <climits>
+#include <mutex>
 #include <stdexcept>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#define MFKERN_HAVE_DLADDR 1
+#endif
 
 namespace mfkern::blas {
 namespace {
 
 Routines g_routines;
+using get_threads_t = int();
+using set_threads_t = void(int);
+get_threads_t* g_get_threads = nullptr;
+set_threads_t* g_set_threads = nullptr;
+std::mutex g_session_mutex;
+
+// The thread-count controls exported by the shared library that contains `symbol`, if any.
+void find_thread_control(void* symbol) {
+    g_get_threads = nullptr;
+    g_set_threads = nullptr;
+#ifdef MFKERN_HAVE_DLADDR
+    Dl_info info;
+    if (!symbol || !dladdr(symbol, &info) || !info.dli_fname) return;
+    void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (!lib) return;
+    static const char* const prefixes[] = {"scipy_openblas", "openblas", "scipy_openblas64_"};
+    for (const char* prefix : prefixes) {
+        const std::string p(prefix);
+        void* get = dlsym(lib, (p + "_get_num_threads").c_str());
+        void* set = dlsym(lib, (p + "_set_num_threads").c_str());
+        if (get && set) {
+            g_get_threads = reinterpret_cast<get_threads_t*>(get);
+            g_set_threads = reinterpret_cast<set_threads_t*>(set);
+            break;
+        }
+    }
+    dlclose(lib);  // RTLD_NOLOAD took a reference of its own: the library stays loaded by its owner
+#endif
+}
 
 using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
 using ConstMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
@@ -22,10 +58,30 @@ int to_int(long v) {
 
 }  // namespace
 
-void set_routines(const Routines& routines) { g_routines = routines; }
+void set_routines(const Routines& routines) {
+    std::lock_guard<std::mutex> lock(g_session_mutex);
+    g_routines = routines;
+    find_thread_control(reinterpret_cast<void*>(routines.dgemm));
+}
+
+bool has_thread_control() { return g_get_threads && g_set_threads; }
+
+Session::Session() : previous_(0) {
+    g_session_mutex.lock();
+    if (g_get_threads && g_set_threads) {
+        previous_ = g_get_threads();
+        if (previous_ != 1) g_set_threads(1);
+    }
+}
+
+Session::~Session() {
+    if (g_get_threads && g_set_threads && previous_ != 1 && previous_ > 0) g_set_threads(previous_);
+    g_session_mutex.unlock();
+}
 
 bool using_external() {
-    return g_routines.dgemm && g_routines.dsyrk && g_routines.dpotrf && g_routines.dpotrs && g_routines.dpotri;
+    return g_routines.dgemm && g_routines.dsyrk && g_routines.dpotrf && g_routines.dpotrs && g_routines.dpotri &&
+           g_routines.dtrsm;
 }
 
 void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, const double* a, long lda,
@@ -63,6 +119,20 @@ void syrk_lower(long n, long k, double alpha, const double* a, long lda, double 
     if (k == 0) return;
     ConstMap A(a, n, k, Eigen::OuterStride<>(lda));
     C.selfadjointView<Eigen::Lower>().rankUpdate(A, alpha);
+}
+
+void trsm_right_lower_trans(long m, long n, const double* l, long ldl, double* b, long ldb) {
+    if (m == 0 || n == 0) return;
+    if (g_routines.dtrsm) {
+        const char side = 'R', uplo = 'L', trans = 'T', diag = 'N';
+        const double one = 1.0;
+        const int im = to_int(m), in = to_int(n), ildl = to_int(ldl), ildb = to_int(ldb);
+        g_routines.dtrsm(&side, &uplo, &trans, &diag, &im, &in, &one, l, &ildl, b, &ildb);
+        return;
+    }
+    ConstMap L(l, n, n, Eigen::OuterStride<>(ldl));
+    Map B(b, m, n, Eigen::OuterStride<>(ldb));
+    L.transpose().triangularView<Eigen::Upper>().solveInPlace<Eigen::OnTheRight>(B);
 }
 
 int potrf_lower(long n, double* a, long lda) {

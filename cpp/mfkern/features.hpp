@@ -30,6 +30,9 @@ struct Particles {
 constexpr long kParticleTile = 64;
 // Rows/columns per tile of an output Gram matrix.
 constexpr long kGramTile = 256;
+// Up to this n, the Gram is summed as kGramGroups partial Grams over particles (few output tiles to share).
+constexpr long kSmallGram = 512;
+constexpr long kGramGroups = 8;
 
 // The default number of particles per panel of the Gram's sum for n samples: about 8 MiB of features.
 long default_block_size(long n, long n_particles);

@@ -25,13 +25,14 @@ long tile_count(long n) { return (n + kGramTile - 1) / kGramTile; }
 
 }  // namespace
 
-void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
-                    double* k, int n_threads) {
+namespace {
+
+// Large n: panels of particles in sequence, each panel's rank-m update split into output tiles.
+void gram_by_output_tiles(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
+                          double* k, int n_threads) {
     const long n = x.n, N = p.count;
-    if (panel <= 0) panel = default_block_size(n, N);
     const bool cached = cache && cache->enabled();
     std::vector<double> buffer(cached ? 0 : static_cast<std::size_t>(n) * std::min(panel, N));
-    std::fill(k, k + n * n, 0.0);
     std::vector<std::pair<long, long>> tiles;  // (row tile, column tile), lower triangle
     for (long i = 0; i < tile_count(n); ++i)
         for (long j = 0; j <= i; ++j) tiles.emplace_back(i, j);
@@ -56,6 +57,62 @@ void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long pa
             else
                 blas::gemm(false, true, nr, nc, m, scale, h + r0, n, h + c0, n, 1.0, k + c0 * n + r0, n);
         }
+    }
+}
+
+// Small n (few output tiles, so little to share out): kGramGroups partial Grams, group g summing panels
+// g, g + G, g + 2G, ... (features and rank-m update both inside the group's task), then added in order.
+void gram_by_particle_groups(const Particles& p, const Inputs& x, Activation act, long panel,
+                             FeatureCache* cache, double* k, int n_threads) {
+    const long n = x.n, N = p.count, panels = (N + panel - 1) / panel;
+    const long groups = std::min(kGramGroups, panels);
+    const bool cached = cache && cache->enabled();
+    const double scale = 1.0 / double(N);
+    std::vector<double> partial(static_cast<std::size_t>(groups) * n * n, 0.0);
+#pragma omp parallel num_threads(n_threads) if (groups > 1)
+    {
+        std::vector<double> buffer(cached ? 0 : static_cast<std::size_t>(n) * std::min(panel, N));
+#pragma omp for schedule(dynamic)
+        for (long g = 0; g < groups; ++g) {
+            for (long q = g; q < panels; q += groups) {
+                const long k0 = q * panel, m = std::min(panel, N - k0);
+                const double* h;
+                if (cached) {
+                    cache->fill(k0, m, 1);
+                    h = cache->h(k0);
+                } else {
+                    for (long a = 0; a < m; a += kParticleTile)
+                        feature_tile(p, x, act, k0 + a, std::min(kParticleTile, m - a),
+                                     buffer.data() + static_cast<std::size_t>(n) * a, nullptr);
+                    h = buffer.data();
+                }
+                blas::syrk_lower(n, m, scale, h, n, 1.0, partial.data() + static_cast<std::size_t>(g) * n * n, n);
+            }
+        }
+    }
+    for (long g = 0; g < groups; ++g) {
+        const double* pg = partial.data() + static_cast<std::size_t>(g) * n * n;
+        for (long c = 0; c < n; ++c)
+            for (long r = c; r < n; ++r) k[c * n + r] += pg[c * n + r];
+    }
+}
+
+}  // namespace
+
+void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
+                    double* k, int n_threads) {
+    const long n = x.n, N = p.count;
+    std::fill(k, k + n * n, 0.0);
+    if (n <= kSmallGram) {
+        if (panel <= 0) {
+            // Enough panels for every group to have work, each still a worthwhile rank-m update.
+            const long per_group = (N + kGramGroups - 1) / kGramGroups;
+            const long rounded = (per_group + kParticleTile - 1) / kParticleTile * kParticleTile;
+            panel = std::max(kParticleTile, std::min(default_block_size(n, N), rounded));
+        }
+        gram_by_particle_groups(p, x, act, panel, cache, k, n_threads);
+    } else {
+        gram_by_output_tiles(p, x, act, panel > 0 ? panel : default_block_size(n, N), cache, k, n_threads);
     }
     for (long c = 0; c < n; ++c)
         for (long r = c + 1; r < n; ++r) k[r * n + c] = k[c * n + r];

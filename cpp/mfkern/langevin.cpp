@@ -50,7 +50,7 @@ Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, F
     const long n = x.n, T = y.tasks;
     std::vector<double> k(static_cast<std::size_t>(n * n));
     gram_symmetric(p, x, act, opt.block_size, &cache, k.data(), opt.n_threads);
-    const RidgeFactor factor(k.data(), n, hyper.ridge(n));
+    const RidgeFactor factor(k.data(), n, hyper.ridge(n), opt.n_threads);
     k = std::vector<double>();  // release before the drift pass
     // One solve for both right-hand sides [Y, E].
     std::vector<double> rhs = to_columns(y.y, n, T);
@@ -74,7 +74,7 @@ Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, con
     std::vector<double> k(static_cast<std::size_t>(n * n));
     gram_symmetric(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
     const double ridge = hyper.ridge(n);
-    const RidgeFactor factor(k.data(), n, ridge);
+    const RidgeFactor factor(k.data(), n, ridge, opt.n_threads);
     std::vector<double> a = to_columns(y.y, n, y.tasks);
     factor.solve_in_place(a.data(), y.tasks);
     const auto stats = factor.inverse_stats();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "mfkern/blas.hpp"
 
@@ -25,13 +26,46 @@ double symmetric_norm1(const double* a, long n) {
         }
     return n ? *std::max_element(col.begin(), col.end()) : 0.0;
 }
+constexpr long kCholeskyTile = 256;
+
+// Lower Cholesky factor in place, in tiles; returns LAPACK-style info (0, or the failing leading minor).
+int tiled_cholesky(double* a, long n, int n_threads) {
+    const long tiles = (n + kCholeskyTile - 1) / kCholeskyTile;
+    for (long kk = 0; kk < tiles; ++kk) {
+        const long k0 = kk * kCholeskyTile, kb = std::min(kCholeskyTile, n - k0);
+        const int info = blas::potrf_lower(kb, a + k0 * n + k0, n);
+        if (info != 0) return static_cast<int>(k0) + info;
+        const long below = tiles - kk - 1;
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (below > 1)
+        for (long i = kk + 1; i < tiles; ++i) {
+            const long i0 = i * kCholeskyTile, ib = std::min(kCholeskyTile, n - i0);
+            blas::trsm_right_lower_trans(ib, kb, a + k0 * n + k0, n, a + k0 * n + i0, n);
+        }
+        std::vector<std::pair<long, long>> updates;
+        for (long i = kk + 1; i < tiles; ++i)
+            for (long j = kk + 1; j <= i; ++j) updates.emplace_back(i, j);
+        const long count = static_cast<long>(updates.size());
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
+        for (long t = 0; t < count; ++t) {
+            const long i0 = updates[t].first * kCholeskyTile, j0 = updates[t].second * kCholeskyTile;
+            const long ib = std::min(kCholeskyTile, n - i0), jb = std::min(kCholeskyTile, n - j0);
+            if (i0 == j0)
+                blas::syrk_lower(ib, kb, -1.0, a + k0 * n + i0, n, 1.0, a + i0 * n + i0, n);
+            else
+                blas::gemm(false, true, ib, jb, kb, -1.0, a + k0 * n + i0, n, a + k0 * n + j0, n, 1.0,
+                           a + j0 * n + i0, n);
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
-RidgeFactor::RidgeFactor(const double* k, long n, double ridge)
+RidgeFactor::RidgeFactor(const double* k, long n, double ridge, int n_threads)
     : n_(n), ridge_(ridge), l_(k, k + n * n) {
     for (long i = 0; i < n; ++i) l_[i * n + i] += ridge;
     norm1_ = symmetric_norm1(l_.data(), n);
-    const int info = blas::potrf_lower(n, l_.data(), n);
+    const int info = tiled_cholesky(l_.data(), n, n_threads);
     if (info != 0) throw NotPositiveDefinite(info);
     for (long i = 0; i < n; ++i)
         if (!(l_[i * n + i] > 0.0) || !std::isfinite(l_[i * n + i])) throw NotPositiveDefinite(i + 1);

@@ -13,8 +13,9 @@ struct NotPositiveDefinite : std::runtime_error {
 
 class RidgeFactor {
   public:
-    // Factor K + ridge I (K symmetric n x n, any storage order). Throws NotPositiveDefinite.
-    RidgeFactor(const double* k, long n, double ridge);
+    // Factor K + ridge I (K symmetric n x n, any storage order). Throws NotPositiveDefinite. Tiled
+    // right-looking Cholesky: tile boundaries are fixed, so the factor is the same for any thread count.
+    RidgeFactor(const double* k, long n, double ridge, int n_threads = 0);
     long n() const { return n_; }
     double ridge() const { return ridge_; }
     // B <- (K + ridge I)^{-1} B, B column-major n x nrhs.

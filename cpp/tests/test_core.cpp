@@ -72,6 +72,7 @@ double naive_objective(const Problem& pb, const std::vector<double>& w, const Hy
 }  // namespace
 
 int main() {
+    std::printf("activation kernels: %s\n", activation_isa());
     const Problem pb;
     const Hyper hy{0.1, 0.3, 0.7};
     const Inputs x(pb.x.data(), pb.n, pb.d);
@@ -144,6 +145,69 @@ int main() {
         thrown = true;
     }
     check(thrown, "non-PD K + ridge I raises NotPositiveDefinite", 0.0);
+
+    // Activations against the C library, over the whole range (saturation included).
+    {
+        std::vector<double> z, h;
+        for (long i = -400000; i <= 400000; ++i) z.push_back(i * 1e-4);
+        for (double v : {1e-300, -1e-300, 1e-12, -7e-9, 19.06, 30.0, -800.0, 1e300}) z.push_back(v);
+        h = z;
+        std::vector<double> dh(z.size());
+        activate(Activation::Tanh, h.data(), dh.data(), static_cast<long>(h.size()));
+        double abs_err = 0, rel_err = 0, d_err = 0;
+        for (std::size_t i = 0; i < z.size(); ++i) {
+            const double t = std::tanh(z[i]);
+            abs_err = std::max(abs_err, std::abs(h[i] - t));
+            if (t != 0) rel_err = std::max(rel_err, std::abs(h[i] - t) / std::abs(t));
+            d_err = std::max(d_err, std::abs(dh[i] - (1 - t * t)));
+        }
+        check(rel_err < 1e-15 && abs_err < 5e-16, "tanh relative error vs std::tanh", rel_err);
+        check(d_err < 1e-15, "tanh derivative error", d_err);
+        h = z;
+        activate(Activation::Erf, h.data(), dh.data(), static_cast<long>(h.size()));
+        double e_err = 0;
+        for (std::size_t i = 0; i < z.size(); ++i) {
+            const double ref = 1.12837916709551257390 * std::exp(-z[i] * z[i]);
+            e_err = std::max(e_err, std::abs(dh[i] - ref) / std::max(ref, 1e-300) * (ref > 1e-300));
+            e_err = std::max(e_err, std::abs(h[i] - std::erf(z[i])));
+        }
+        check(e_err < 1e-14, "erf and its derivative vs the C library", e_err);
+    }
+
+    // Large n: the output-tiled Gram and the tiled Cholesky (n spans several 256-tiles) against loops.
+    {
+        const long n = 600, d = 2, N = 90;
+        std::mt19937_64 gen(3);
+        std::normal_distribution<double> normal;
+        std::vector<double> xs(n * d), ws(N * (d + 1)), kk(n * n), hh(n * N);
+        for (double& v : xs) v = normal(gen);
+        for (double& v : ws) v = normal(gen);
+        const Inputs xl(xs.data(), n, d);
+        const Particles pl{ws.data(), N, d + 1};
+        gram_symmetric(pl, xl, Activation::Tanh, 32, nullptr, kk.data(), 2);
+        features(pl, xl, Activation::Tanh, hh.data(), 2);
+        double gerr = 0;
+        for (long r = 0; r < n; ++r)
+            for (long c = 0; c <= r; ++c) {
+                double acc = 0;
+                for (long q = 0; q < N; ++q) acc += hh[r * N + q] * hh[c * N + q];
+                gerr = std::max(gerr, std::abs(acc / N - kk[r * n + c]));
+            }
+        check(gerr < 1e-13, "tiled gram (n = 600) equals (1/N) H H^T", gerr);
+        std::vector<double> rhs(n), sol;
+        for (double& v : rhs) v = normal(gen);
+        sol = rhs;
+        RidgeFactor f(kk.data(), n, 0.05, 2);
+        f.solve_in_place(sol.data(), 1);
+        double res = 0, scale = 0;
+        for (long r = 0; r < n; ++r) {
+            double acc = 0.05 * sol[r];
+            for (long c = 0; c < n; ++c) acc += kk[r * n + c] * sol[c];
+            res = std::max(res, std::abs(acc - rhs[r]));
+            scale = std::max(scale, std::abs(rhs[r]));
+        }
+        check(res < 1e-10 * scale, "tiled Cholesky solve residual (n = 600)", res / scale);
+    }
 
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;

@@ -3,7 +3,9 @@
 The second layer is always solved exactly (kernel ridge regression on the intrinsic kernel of the first
 layer); the first layer follows noisy particle gradient descent. See ``mfkern.core`` for the low-level API.
 """
-from . import core
+from . import checkpoint, core, plot  # plot imports matplotlib only when called
+from .checkpoint import CheckpointError
+from .estimator import DivergenceError, MeanFieldRegressor
 from .core import (
     NotPositiveDefiniteError,
     degrees_of_freedom,
@@ -20,7 +22,12 @@ from .core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MeanFieldRegressor",
+    "DivergenceError",
+    "CheckpointError",
+    "checkpoint",
     "core",
+    "plot",
     "NotPositiveDefiniteError",
     "degrees_of_freedom",
     "drift",

@@ -8,12 +8,14 @@ argument; non-contiguous or non-float64 input is converted once here, never insi
 
 Threads: the core parallelises with OpenMP over fixed tiles of work, calling BLAS single-threaded inside
 them; ``n_threads=None`` uses the OpenMP default (OMP_NUM_THREADS, else all cores), a number sets it for
-the call. Results are bitwise identical for any thread count.
+the call. Results are bitwise identical for any thread count. Every call releases the GIL. Because
+OpenBLAS's thread count is process-wide, the core pins scipy's BLAS to one thread for the duration of each
+call (and restores it after) under a process-wide lock: calls from several Python threads run one at a
+time, each using all its threads, and give the same bits as sequential calls.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 
 import numpy as np
@@ -74,25 +76,12 @@ def _blas_controller():
 def thread_limits(n_threads):
     """Context manager limiting numpy/scipy's BLAS to `n_threads` (None: no change).
 
-    For numpy code run around the core (diagnostics, baselines); the core's own calls pin BLAS to one
-    thread regardless, since they parallelise with OpenMP themselves.
+    For numpy code run around the core (diagnostics, baselines); the core's own calls pin scipy's BLAS to
+    one thread regardless, since they parallelise with OpenMP themselves.
     """
     if n_threads is None:
         return contextlib.nullcontext()
     return _blas_controller().limit(limits=int(n_threads), user_api="blas")
-
-
-def _single_threaded_blas(func):
-    """Run a core entry point with BLAS pinned to one thread.
-
-    The core calls BLAS from inside its OpenMP tiles; a multi-threaded BLAS there would oversubscribe the
-    cores and, worse, make results depend on the thread count (OpenBLAS splits work by thread).
-    """
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            return func(*args, **kwargs)
-    return wrapper
 
 
 def _inputs(X, name="X"):
@@ -113,7 +102,6 @@ def _restore(A, one_d):
     return A[:, 0] if one_d else A
 
 
-@_single_threaded_blas
 def features(W, X, activation="tanh", *, n_threads=None):
     """Features H of shape (n, N): H[j, k] = h(x_j; w_k) = act(u_k . x_j + b_k)."""
     X = _inputs(X)
@@ -122,7 +110,6 @@ def features(W, X, activation="tanh", *, n_threads=None):
     return _core.features(W, X, activation_name(activation), nt)
 
 
-@_single_threaded_blas
 def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
     """Intrinsic-kernel Gram matrix (1/N) H(X) H(X2)^T of the particle measure.
 
@@ -151,8 +138,7 @@ def _square_symmetric(K, name="K"):
     return K
 
 
-@_single_threaded_blas
-def second_layer(K, Y, ridge):
+def second_layer(K, Y, ridge, *, n_threads=None):
     """Dual coefficients A = (K + ridge I)^{-1} Y of kernel ridge regression, by Cholesky.
 
     This is scikit-learn's ``KernelRidge(alpha=ridge, kernel="precomputed").fit(K, Y).dual_coef_``; in the
@@ -162,10 +148,9 @@ def second_layer(K, Y, ridge):
     K = _square_symmetric(K)
     Y, one_d = as_targets(Y, "Y", K.shape[0])
     ridge = positive(ridge, "ridge")
-    return _restore(_core.second_layer(K, Y, ridge), one_d)
+    return _restore(_core.second_layer(K, Y, ridge, n_threads_value(n_threads)), one_d)
 
 
-@_single_threaded_blas
 def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None):
     """The reduced objective and diagnostics at particles W (PAPER.md sections 2 and 4).
 
@@ -185,7 +170,6 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     return out
 
 
-@_single_threaded_blas
 def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, block_size=None,
           cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False):
     """Gradient of the first variation at every particle, shape (N, d+1) (PAPER.md section 3).
@@ -213,7 +197,6 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     return grad
 
 
-@_single_threaded_blas
 def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="tanh", label_noise_level=0.0,
                   first_index=0, block_size=None, cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None,
                   return_dual=False):
@@ -245,7 +228,6 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     return W_new
 
 
-@_single_threaded_blas
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
     """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A."""
     X = _inputs(X)
@@ -256,7 +238,6 @@ def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=Non
     return _restore(_core.output_weights(W, X, A, act, bs, nt), one_d)
 
 
-@_single_threaded_blas
 def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threads=None):
     """The network f(x) = (1/N) sum_k a_k h(x; w_k) at the rows of X: shape (m,) or (m, T) like weights."""
     X = _inputs(X)
@@ -304,12 +285,11 @@ def kernel_alignment(K, f):
     return float(np.einsum("ji,jk,ki->", F, K, F) / (f_norm2 * k_norm))
 
 
-@_single_threaded_blas
-def degrees_of_freedom(K, ridge):
+def degrees_of_freedom(K, ridge, *, n_threads=None):
     """Effective degrees of freedom tr[K (K + ridge I)^{-1}] (in the trainer ridge = n*lam*lam_a)."""
     K = _square_symmetric(K)
     ridge = positive(ridge, "ridge")
-    trace_inv, _ = _core.ridge_inverse_stats(K, ridge)
+    trace_inv, _ = _core.ridge_inverse_stats(K, ridge, n_threads_value(n_threads))
     return float(K.shape[0] - ridge * trace_inv)
 
 
