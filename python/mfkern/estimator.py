@@ -1,0 +1,641 @@
+"""MeanFieldRegressor: a two-layer network trained by two-timescale mean-field Langevin dynamics.
+
+The first layer is a cloud of N particles w_k = (u_k, b_k) moved by noisy gradient steps (PAPER.md section 3);
+the second layer is always at its closed-form optimum, kernel ridge regression with the intrinsic kernel of
+the particles (PAPER.md section 2). The estimator follows scikit-learn conventions: parameters are stored
+unchanged in ``__init__`` and validated in ``fit``; fitted state ends with an underscore.
+
+Long runs are safe: Ctrl-C stops at the end of the current step and leaves a usable estimator, divergence
+raises :class:`DivergenceError` and leaves the estimator at its last good step, ``save``/``load`` write a
+portable checkpoint atomically, and a reloaded run continued with ``warm_start=True`` follows the same
+trajectory bit for bit (the noise is counter-based: its position is just ``(seed_, n_steps_done_)``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, RegressorMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import core
+from ._validation import (
+    activation_name,
+    as_float_array,
+    as_targets,
+    block_size_value,
+    integer,
+    n_threads_value,
+    non_negative,
+    positive,
+    seed_value,
+)
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sklearn_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sklearn_validate_data = None
+
+__all__ = ["MeanFieldRegressor", "DivergenceError", "HISTORY_KEYS"]
+
+#: Keys of ``MeanFieldRegressor.history_`` (a dict of equally long lists, one entry per logged step).
+HISTORY_KEYS = (
+    "step",                 # number of Langevin steps done when the entry was logged (0 = initialisation)
+    "U",                    # data term of the reduced objective (PAPER.md section 2), clean labels
+    "G",                    # U + (lam*lam_w/2) mean_k ||w_k||^2
+    "dof",                  # tr[K (K + ridge I)^{-1}]
+    "kernel_alignment",     # alignment of the Gram with the training targets
+    "train_mse",            # mean squared training error of the network
+    "val_mse",              # validation MSE (NaN when no X_val was given)
+    "parameter_alignment",  # alignment of the u_k with target_direction (NaN when not given)
+    "wall_time",            # seconds of training so far, cumulated over warm-started fits
+)
+
+_MAX_STEPS = 2**32  # the step counter of the noise generator is 32-bit
+
+
+class DivergenceError(RuntimeError, FloatingPointError):
+    """Training diverged: non-finite particles or objective, or a failed Cholesky factorisation.
+
+    The estimator is left at its last good step (``n_steps_done_``, ``particles_``, ``history_`` and the
+    second layer are consistent, and ``predict`` works) whenever such a step exists.
+
+    Attributes
+    ----------
+    step : int
+        Number (1-based) of the Langevin step that failed; 0 when the initial particles already failed.
+    n_steps_done : int or None
+        The step the estimator was left at (None when no good state exists).
+    cause : str
+        What went wrong, in words.
+    """
+
+    def __init__(self, message, *, step, n_steps_done, cause):
+        super().__init__(message)
+        self.step = step
+        self.n_steps_done = n_steps_done
+        self.cause = cause
+
+
+def _validate_data(estimator, *args, **kwargs):
+    if _sklearn_validate_data is not None:
+        return _sklearn_validate_data(estimator, *args, **kwargs)
+    return estimator._validate_data(*args, **kwargs)  # pragma: no cover - older scikit-learn
+
+
+def _seed_from(random_state):
+    """A uint64 seed (as a Python int) from an int, None, a RandomState or a Generator."""
+    if random_state is None:
+        # Fresh OS entropy; stored in `seed_` so the run can be replayed.
+        return int(np.random.SeedSequence().entropy) % 2**64
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**64, dtype=np.uint64))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**64, dtype=np.uint64))
+    if isinstance(random_state, (bool, np.bool_)) or not isinstance(random_state, numbers.Integral):
+        raise TypeError("random_state must be None, an int in [0, 2**64), a numpy RandomState or Generator, "
+                        f"got {type(random_state).__name__}")
+    return seed_value(random_state, "random_state")
+
+
+def _callback_list(callbacks):
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    if isinstance(callbacks, (list, tuple)):
+        for i, cb in enumerate(callbacks):
+            if not callable(cb):
+                raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")
+        return list(callbacks)
+    raise TypeError(f"callbacks must be None, a callable or a list of callables, got {type(callbacks).__name__}")
+
+
+def _verbosity(verbose):
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    return integer(verbose, "verbose", minimum=0)
+
+
+class _DeferredInterrupt:
+    """Defers Ctrl-C (SIGINT) to the end of the current training step.
+
+    Installed only in the main thread and only while SIGINT has Python's default handler (a custom or
+    ignoring handler is respected). The first Ctrl-C sets `requested`; a second one raises KeyboardInterrupt
+    at once, for a user who really wants out.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        self._installed = False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+@dataclass
+class _Run:
+    """Everything one call of fit needs besides the estimator's own state."""
+
+    X: np.ndarray
+    Y: np.ndarray                      # (n, T)
+    X_val: Optional[np.ndarray]
+    Y_val: Optional[np.ndarray]        # (n_val, T)
+    direction: Optional[np.ndarray]
+    n_particles: int
+    lam: float
+    lam_a: float
+    lam_w: float
+    eta: float
+    n_steps: int
+    activation: str
+    label_noise: float
+    n_threads: Optional[int]
+    log_every: int
+    verbose: int
+    callbacks: list
+    block_size: Optional[int]
+    ridge: float
+    one_d: bool = False                # y was 1-D: predictions and coefficients are returned 1-D
+    t0: float = 0.0
+    wall_offset: float = 0.0
+    progress: Any = None
+
+
+class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, BaseEstimator):
+    """Two-layer network trained by two-timescale mean-field Langevin dynamics (MFLD).
+
+    The first layer is N particles w_k = (u_k, b_k), neuron h(x; w) = act(u.x + b), initialised from
+    nu = N(0, I/lam_w) and moved by ``n_steps`` Euler-Maruyama steps
+    w <- w - eta * grad + sqrt(2 eta lam) xi. The second layer is kept at its closed-form optimum: kernel ridge
+    regression with the intrinsic kernel k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k) and ridge n*lam*lam_a.
+    Defaults are the paper's experiment (Takakura and Suzuki, ICML 2024).
+
+    Parameters
+    ----------
+    n_particles : int, default=2000
+        Number of neurons N.
+    lam : float, default=0.004
+        Temperature and overall regularisation.
+    lam_a, lam_w : float, default=0.25
+        Second- and first-layer regularisation (effective values lam*lam_a, lam*lam_w).
+    eta : float, default=0.2
+        Step size.
+    n_steps : int, default=10000
+        Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
+    activation : {"tanh", "erf"}, default="tanh"
+    label_noise : float, default=0.0
+        Level s of the label-noise procedure (PAPER.md section 5): each step fits the second layer to
+        Y + E, E ~ Uniform[-s, s], and scores with Y. 0 switches it off.
+    random_state : int, RandomState, Generator or None, default=None
+        Source of the uint64 seed ``seed_`` keying all randomness: an int is used as the seed; None draws one
+        from OS entropy; a RandomState/Generator draws one. The initial particles are
+        ``np.random.default_rng(seed_).standard_normal((N, d+1)) / sqrt(lam_w)``; the Langevin noise of step t
+        is keyed by (seed_, t).
+    n_threads : int or None, default=None
+        Threads for the core and the BLAS (None: the OpenMP/BLAS defaults). Results do not depend on it.
+    log_every : int, default=100
+        Diagnostics are logged to ``history_`` every ``log_every`` steps, at step 0 of a fresh fit and at
+        the last step.
+    verbose : int, default=0
+        > 0: a tqdm progress bar when stderr is a terminal (and tqdm is installed), else one line per
+        logged step on stderr.
+    warm_start : bool, default=False
+        Continue from ``particles_``/``n_steps_done_``/``seed_`` of the previous fit (or a loaded checkpoint)
+        for another ``n_steps`` steps. ``random_state`` is then ignored.
+    callbacks : callable, list of callables or None, default=None
+        Called at every logged step as ``callback(estimator, step, diagnostics)`` (diagnostics: a dict with
+        the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
+    block_size : int or None, default=None
+        Particles per block in the Gram and feature computations (memory knob; None: automatic).
+
+    Attributes
+    ----------
+    particles_ : ndarray of shape (n_particles, n_features_in_ + 1)
+        First-layer weights (u_k, b_k), one neuron per row.
+    dual_coef_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        A = (K + n lam lam_a I)^{-1} y at ``particles_`` on the training data of the last fit.
+    coef_ : ndarray of shape (n_particles,) or (n_particles, n_targets)
+        Second-layer weights a_k = H[:, k]^T A; ``predict(X) = (1/N) sum_k a_k h(X; w_k)``.
+    n_steps_done_ : int
+        Langevin steps done since initialisation (over all warm-started fits).
+    seed_ : int
+        The uint64 seed keying the initialisation and the noise.
+    history_ : dict of lists
+        Diagnostics per logged step, keys :data:`HISTORY_KEYS`; ``pandas.DataFrame(est.history_)`` works.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X had string column names.
+    n_outputs_ : int
+        Number of targets T.
+    """
+
+    def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
+                 activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
+                 verbose=0, warm_start=False, callbacks=None, block_size=None):
+        self.n_particles = n_particles
+        self.lam = lam
+        self.lam_a = lam_a
+        self.lam_w = lam_w
+        self.eta = eta
+        self.n_steps = n_steps
+        self.activation = activation
+        self.label_noise = label_noise
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.log_every = log_every
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.block_size = block_size
+
+    # ------------------------------------------------------------------ scikit-learn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _more_tags(self):  # pragma: no cover - scikit-learn < 1.6
+        return {"multioutput": True}
+
+    @property
+    def _n_features_out(self):
+        """Number of features of `transform` (one per particle), for get_feature_names_out."""
+        return self.particles_.shape[0]
+
+    def _check_params(self):
+        """Validate the parameters; returns them as a dict of clean values."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
+        n_threads_value(self.n_threads)
+        block_size_value(self.block_size)
+        return dict(
+            n_particles=integer(self.n_particles, "n_particles", minimum=1, maximum=2**32),
+            lam=positive(self.lam, "lam"),
+            lam_a=positive(self.lam_a, "lam_a"),
+            lam_w=positive(self.lam_w, "lam_w"),
+            eta=positive(self.eta, "eta"),
+            n_steps=integer(self.n_steps, "n_steps", minimum=0),
+            activation=activation_name(self.activation),
+            label_noise=non_negative(self.label_noise, "label_noise"),
+            n_threads=None if self.n_threads is None else int(self.n_threads),
+            log_every=integer(self.log_every, "log_every", minimum=1),
+            verbose=_verbosity(self.verbose),
+            callbacks=_callback_list(self.callbacks),
+            block_size=None if self.block_size is None else int(self.block_size),
+        )
+
+    def _core_kwargs(self):
+        return dict(activation=self.activation, block_size=self.block_size, n_threads=self.n_threads)
+
+    def _check_X(self, X, name="X"):
+        """X for a fitted estimator: validated like at fit, with the same number of features."""
+        check_is_fitted(self, ("particles_", "coef_"))
+        if X is None:
+            raise TypeError(f"{name} must be an array, got None")
+        return _validate_data(self, X, reset=False, dtype=np.float64)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None):
+        """Train the network by ``n_steps`` mean-field Langevin steps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        X_val, y_val : array-like, optional
+            Validation data, scored at every logged step (``history_["val_mse"]``). Give both or neither.
+        target_direction : array-like of shape (n_features,), optional
+            Direction u* for the parameter alignment ``history_["parameter_alignment"]``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        DivergenceError
+            When training diverges; the estimator is left at its last good step.
+        KeyboardInterrupt
+            On Ctrl-C, after the current step; the estimator is left usable at that step.
+        """
+        p = self._check_params()
+        continuing = bool(self.warm_start) and hasattr(self, "particles_")
+        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
+                              y_numeric=True)
+        Y, one_d = as_targets(y, "y", X.shape[0])
+        n, d = X.shape
+        X_val, Y_val = self._check_validation(X_val, y_val, d, Y.shape[1])
+        direction = self._check_direction(target_direction, d)
+        if continuing:
+            if self.particles_.shape[0] != p["n_particles"]:
+                raise ValueError(f"n_particles={p['n_particles']} differs from the {self.particles_.shape[0]} "
+                                 "particles being continued (warm_start=True)")
+            start = self.n_steps_done_
+        else:
+            start = 0
+        if start + p["n_steps"] > _MAX_STEPS:
+            raise ValueError(f"n_steps={p['n_steps']} would take the step counter past 2**32 "
+                             f"({start} steps already done)")
+        seed = None if continuing else _seed_from(self.random_state)  # drawn once, before any work
+        run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
+                   one_d=one_d, **p)
+        run.t0 = time.perf_counter()
+
+        with core.thread_limits(run.n_threads), _DeferredInterrupt() as interrupt:
+            run.progress = self._progress_bar(run)
+            try:
+                if continuing:
+                    run.wall_offset = self.history_["wall_time"][-1] if self.history_["wall_time"] else 0.0
+                    good, stop = None, False  # nothing changed yet: on failure the previous fit stays as it was
+                else:
+                    good, stop = self._initialise(run, seed)
+                self._train(run, good, interrupt, stop)
+            except KeyboardInterrupt:
+                # A second Ctrl-C (or one under a non-default handler): settle on the last complete step.
+                self._settle(run)
+                raise
+            finally:
+                if run.progress is not None:
+                    run.progress.close()
+            if interrupt.requested:
+                raise KeyboardInterrupt
+        return self
+
+    def _check_validation(self, X_val, y_val, d, T):
+        if (X_val is None) != (y_val is None):
+            raise ValueError("X_val and y_val must be given together")
+        if X_val is None:
+            return None, None
+        X_val = as_float_array(X_val, "X_val", ndim=(2,))
+        if X_val.shape[1] != d:
+            raise ValueError(f"X_val must have {d} columns like X, got {X_val.shape[1]}")
+        Y_val, _ = as_targets(y_val, "y_val", X_val.shape[0])
+        if Y_val.shape[1] != T:
+            raise ValueError(f"y_val must have {T} target column(s) like y, got {Y_val.shape[1]}")
+        return X_val, Y_val
+
+    @staticmethod
+    def _check_direction(target_direction, d):
+        if target_direction is None:
+            return None
+        u = as_float_array(target_direction, "target_direction", ndim=(1,))
+        if u.shape[0] != d:
+            raise ValueError(f"target_direction must have length {d} (one entry per feature), got {u.shape[0]}")
+        if not np.any(u):
+            raise ValueError("target_direction must not be the zero vector")
+        return u
+
+    def _initialise(self, run, seed):
+        """Fresh particles from N(0, I/lam_w), logged as step 0 (callbacks included).
+
+        Returns the good state (0, particles, A) and whether a callback asked to stop.
+        """
+        W = np.random.default_rng(seed).standard_normal((run.n_particles, run.X.shape[1] + 1))
+        W /= math.sqrt(run.lam_w)
+        try:
+            diag, A, coef = self._diagnostics(W, 0, run)
+        except DivergenceError as exc:
+            self._diverge(run, None, 0, exc.cause, exc.__cause__)
+        # Assign the fitted state only now that it is complete and consistent.
+        self.seed_ = seed
+        self.particles_ = W
+        self.n_steps_done_ = 0
+        self.history_ = {key: [] for key in HISTORY_KEYS}
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+        return (0, W, A), self._call_back(run, diag)
+
+    def _train(self, run, good, interrupt, stop=False):
+        """The step loop. `good` = (step, particles, A) of the last state whose second layer is known."""
+        last = self.n_steps_done_ + (0 if stop else run.n_steps)
+        # A fresh fit logged step 0 already; a warm start must refresh the second layer on this fit's data.
+        logged = good is not None
+        while self.n_steps_done_ < last and not interrupt.requested:
+            step = self.n_steps_done_
+            W = self.particles_
+            try:
+                W_new, A, U = core.langevin_step(
+                    W, run.X, run.Y, eta=run.eta, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, seed=self.seed_,
+                    step=step, activation=run.activation, label_noise_level=run.label_noise,
+                    block_size=run.block_size, n_threads=run.n_threads, return_dual=True)
+            except core.NotPositiveDefiniteError as exc:
+                self._diverge(run, good, step + 1, "K + ridge I is not positive definite", exc)
+            if not math.isfinite(U):
+                self._diverge(run, good, step + 1, "the objective U is not finite")
+            good = (step, W, A)  # the second layer at W is known now
+            if not np.isfinite(W_new).all():
+                self._diverge(run, good, step + 1, "the particles became non-finite")
+            # Commit the step: particles first, so the step count never runs ahead of its particles.
+            self.particles_ = W_new
+            self.n_steps_done_ = step + 1
+            logged = False
+            if run.progress is not None:
+                run.progress.update(1)
+            if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
+                diag = self._log(run, good)
+                good = (self.n_steps_done_, self.particles_, self._dual_2d())
+                logged = True
+                if self._call_back(run, diag):
+                    break
+        if not logged:  # stopped by Ctrl-C between log steps, or a warm start with n_steps=0
+            self._log(run, good)
+
+    def _log(self, run, good):
+        """Diagnostics at the current particles, recorded to the history; sets the second layer."""
+        try:
+            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+        except DivergenceError as exc:
+            self._diverge(run, good, exc.step, exc.cause, exc.__cause__)
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+        return diag
+
+    def _diagnostics(self, W, step, run):
+        """The history entry at particles W (one Gram for all of it), the dual coefficients A (n, T) and the
+        second-layer weights (N, T)."""
+        X, Y = run.X, run.Y
+        n, T = Y.shape
+        try:
+            K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
+            A = core.second_layer(K, Y, run.ridge)
+        except core.NotPositiveDefiniteError as exc:
+            raise DivergenceError(str(exc), step=step, n_steps_done=None,
+                                  cause="K + ridge I is not positive definite") from exc
+        U = run.lam * run.lam_a / (2 * T) * float(np.sum(Y * A))
+        if not math.isfinite(U):
+            raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
+        G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
+        dof = core.degrees_of_freedom(K, run.ridge)
+        alignment = core.kernel_alignment(K, Y) if np.any(Y) and np.any(K) else math.nan
+        train_mse = float(np.mean((K @ A - Y) ** 2))
+        coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
+                                   n_threads=run.n_threads)
+        val_mse = math.nan
+        if run.X_val is not None:
+            pred = core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
+                                       n_threads=run.n_threads)
+            val_mse = float(np.mean((pred - run.Y_val) ** 2))
+        param_alignment = math.nan if run.direction is None else core.parameter_alignment(W, run.direction)
+        diag = dict(step=int(step), U=U, G=G, dof=float(dof), kernel_alignment=float(alignment),
+                    train_mse=train_mse, val_mse=val_mse, parameter_alignment=float(param_alignment),
+                    wall_time=run.wall_offset + time.perf_counter() - run.t0)
+        return diag, A, coef
+
+    def _set_second_layer(self, A, coef, run):
+        """dual_coef_ and coef_ from the dual coefficients A (n, T) and second-layer weights (N, T)."""
+        if run.one_d:
+            A, coef = A[:, 0], coef[:, 0]
+        self.dual_coef_ = A
+        self.coef_ = coef
+        self.n_outputs_ = run.Y.shape[1]
+        self._y_one_d = run.one_d
+
+    def _dual_2d(self):
+        return self.dual_coef_.reshape(self.dual_coef_.shape[0], -1)
+
+    def _record(self, diag, run):
+        for key in HISTORY_KEYS:
+            self.history_[key].append(diag[key])
+        if run.verbose and run.progress is not None:
+            run.progress.set_postfix(G=f"{diag['G']:.4g}", dof=f"{diag['dof']:.1f}",
+                                     mse=f"{diag['train_mse']:.3g}", refresh=False)
+        elif run.verbose:
+            print(f"[MeanFieldRegressor] step {diag['step']}: U={diag['U']:.6g} G={diag['G']:.6g} "
+                  f"dof={diag['dof']:.2f} alignment={diag['kernel_alignment']:.4f} "
+                  f"train_mse={diag['train_mse']:.4g} val_mse={diag['val_mse']:.4g} "
+                  f"time={diag['wall_time']:.1f}s", file=sys.stderr, flush=True)
+
+    def _call_back(self, run, diag):
+        stop = False
+        for callback in run.callbacks:
+            stop = bool(callback(self, diag["step"], dict(diag))) or stop
+        return stop
+
+    def _progress_bar(self, run):
+        if not run.verbose or run.n_steps == 0 or not _isatty(sys.stderr):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=run.n_steps, desc="MFLD", unit="step", file=sys.stderr)
+
+    def _diverge(self, run, good, step, cause, exc=None):
+        """Roll the fitted state back to `good` and raise DivergenceError naming the step and the cause."""
+        self._restore(run, good)
+        left = getattr(self, "n_steps_done_", None)
+        if "positive definite" in cause:
+            hint = (f"the ridge n*lam*lam_a = {run.ridge:.3g} is probably too small (increase lam or lam_a), "
+                    f"or the step size eta = {run.eta:g} too large")
+        else:
+            hint = (f"the step size eta = {run.eta:g} is probably too large (try a smaller eta), "
+                    f"or the ridge n*lam*lam_a = {run.ridge:.3g} too small")
+        where = "at initialisation" if step == 0 else f"at step {step}"
+        kept = "No fitted state was kept" if left is None else f"The estimator was left at step {left}"
+        raise DivergenceError(f"MeanFieldRegressor diverged {where}: {cause}; {hint}. {kept}.",
+                              step=step, n_steps_done=left, cause=cause) from exc
+
+    def _restore(self, run, good):
+        """Make the fitted state the good state (step, particles, A): particles, second layer, history."""
+        if good is None:
+            return
+        step, W, A = good
+        self.particles_ = W
+        self.n_steps_done_ = step
+        history = self.history_
+        keep = sum(1 for s in history["step"] if s <= step)
+        for key in HISTORY_KEYS:
+            del history[key][keep:]
+        diag = None
+        if history["step"][-1] != step:  # log the step we fall back to, when its diagnostics can be computed
+            try:
+                diag, A, coef = self._diagnostics(W, step, run)
+            except DivergenceError:
+                pass
+        if diag is None:
+            coef = core.output_weights(W, run.X, A, activation=run.activation, block_size=run.block_size,
+                                       n_threads=run.n_threads)
+        self._set_second_layer(A, coef, run)
+        if diag is not None:
+            self._record(diag, run)
+
+    def _settle(self, run):
+        """After a hard interrupt: make the second layer and history match the last committed step."""
+        if not hasattr(self, "history_") or self.history_["step"][-1] == self.n_steps_done_:
+            return
+        try:
+            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+        except DivergenceError:
+            return
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, X):
+        """Network output f(x) = (1/N) sum_k a_k h(x; w_k): shape (m,) or (m, T) like y at fit."""
+        X = self._check_X(X)
+        coef = self.coef_.reshape(self.coef_.shape[0], -1)
+        out = core.network_output(self.particles_, coef, X, **self._core_kwargs())
+        return out[:, 0] if self._y_one_d else out
+
+    def kernel(self, X, X2=None):
+        """The learned intrinsic kernel k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k) between rows of X and X2.
+
+        Shape (m, m2) (X2=None: X2 = X, symmetric). ``KernelRidge(kernel="precomputed")`` accepts it.
+        """
+        X = self._check_X(X)
+        if X2 is not None:
+            X2 = self._check_X(X2, "X2")
+        return core.gram(self.particles_, X, X2, **self._core_kwargs())
+
+    def transform(self, X):
+        """Features (1/sqrt N) h(x; w_k), shape (m, N): ``transform(X) @ transform(X2).T == kernel(X, X2)``."""
+        X = self._check_X(X)
+        H = core.features(self.particles_, X, self.activation, n_threads=self.n_threads)
+        H /= math.sqrt(self.particles_.shape[0])
+        return H
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path):
+        """Write a portable checkpoint (npz, no pickled code) atomically to `path`; see mfkern.checkpoint."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a checkpoint written by :meth:`save`; never executes code from the file."""
+        from .checkpoint import load
+
+        return load(path, cls)
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
