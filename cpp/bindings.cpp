@@ -202,6 +202,40 @@ PYBIND11_MODULE(_core, m) {
        py::arg("label_noise_level"), py::arg("first_index"), py::arg("block_size"), py::arg("cache_bytes"),
        py::arg("n_threads"));
 
+    m.def("drift_given_dual", [](const Array& w, const Array& x, const Array& a, std::optional<Array> b, double lam,
+                                 double lam_a, double lam_w, const std::string& act, int n_threads) {
+        const Activation ac = parse_activation(act);
+        auto grad = empty(w.shape(0), w.shape(1));
+        double* g = grad.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
+            drift_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
+                             Hyper{lam, lam_a, lam_w}, g, options(0, 0, n_threads));
+        }
+        return grad;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
+       py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("n_threads"));
+
+    m.def("langevin_step_given_dual", [](const Array& w, const Array& x, const Array& a, std::optional<Array> b,
+                                         double eta, double lam, double lam_a, double lam_w, std::uint64_t seed,
+                                         std::uint32_t step, long first_index, const std::string& act,
+                                         int n_threads) {
+        const Activation ac = parse_activation(act);
+        auto w_out = empty(w.shape(0), w.shape(1));
+        double* wo = w_out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const blas::Session session;  // lock + BLAS pinned to one thread
+            langevin_step_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
+                                     Hyper{lam, lam_a, lam_w}, eta, seed, step, first_index, wo,
+                                     options(0, 0, n_threads));
+        }
+        return w_out;
+    }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
+       py::arg("eta"), py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"),
+       py::arg("first_index"), py::arg("activation"), py::arg("n_threads"));
+
     m.def("output_weights", [](const Array& w, const Array& x, const Array& dual, const std::string& act,
                                long block_size, int n_threads) {
         const Activation a = parse_activation(act);

@@ -66,6 +66,25 @@ Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, F
     return s;
 }
 
+// w_out holds the drift on entry and the stepped particles on exit: w - eta * drift + sqrt(2 eta lam) xi.
+void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t seed, std::uint32_t step,
+                    long first_index, double* w_out, int n_threads) {
+    const double noise_scale = std::sqrt(2.0 * eta * lam);
+    const long dim = p.dim;
+#pragma omp parallel num_threads(n_threads) if (p.count * dim > 16384)
+    {
+        std::vector<double> xi(static_cast<std::size_t>(dim));
+#pragma omp for schedule(static)
+        for (long k = 0; k < p.count; ++k) {
+            CounterRng(seed, step, static_cast<std::uint32_t>(first_index + k), Stream::ParticleNoise)
+                .normals(xi.data(), static_cast<int>(dim));
+            double* wo = w_out + k * dim;
+            const double* w = p.w + k * dim;
+            for (long l = 0; l < dim; ++l) wo[l] = w[l] - eta * wo[l] + noise_scale * xi[l];
+        }
+    }
+}
+
 }  // namespace
 
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
@@ -107,21 +126,25 @@ DriftResult langevin_step(const Particles& p, const Inputs& x, const Targets& y,
         label_noise(seed, step, x.n, y.tasks, label_noise_level, e.data());
     }
     const DriftResult r = drift(p, x, y, hyper, act, e.empty() ? nullptr : e.data(), w_out, dual_out, opt);
-    const double noise_scale = std::sqrt(2.0 * eta * hyper.lam);
-    const long dim = p.dim;
-#pragma omp parallel num_threads(opt.n_threads) if (p.count * dim > 16384)
-    {
-        std::vector<double> xi(static_cast<std::size_t>(dim));
-#pragma omp for schedule(static)
-        for (long k = 0; k < p.count; ++k) {
-            CounterRng(seed, step, static_cast<std::uint32_t>(first_index + k), Stream::ParticleNoise)
-                .normals(xi.data(), static_cast<int>(dim));
-            double* wo = w_out + k * dim;
-            const double* w = p.w + k * dim;
-            for (long l = 0; l < dim; ++l) wo[l] = w[l] - eta * wo[l] + noise_scale * xi[l];
-        }
-    }
+    add_step_noise(p, eta, hyper.lam, seed, step, first_index, w_out, opt.n_threads);
     return r;
+}
+
+void drift_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,
+                      const double* b_rows, long n_tasks, const Hyper& hyper, double* grad_rows, const Options& opt) {
+    const std::vector<double> a = to_columns(a_rows, x.n, n_tasks);
+    const std::vector<double> b = b_rows ? to_columns(b_rows, x.n, n_tasks) : std::vector<double>();
+    const FeatureCache no_cache(p, x, act, 0);
+    drift_from_dual(p, x, act, no_cache, a.data(), b_rows ? b.data() : nullptr, n_tasks, hyper.lam_a_bar(),
+                    hyper.lam_w_bar(), grad_rows, opt.n_threads);
+}
+
+void langevin_step_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,
+                              const double* b_rows, long n_tasks, const Hyper& hyper, double eta,
+                              std::uint64_t seed, std::uint32_t step, long first_index, double* w_out,
+                              const Options& opt) {
+    drift_given_dual(p, x, act, a_rows, b_rows, n_tasks, hyper, w_out, opt);
+    add_step_noise(p, eta, hyper.lam, seed, step, first_index, w_out, opt.n_threads);
 }
 
 void particle_noise(std::uint64_t seed, std::uint32_t step, long first_index, long count, long dim, double* out,

@@ -51,6 +51,17 @@ DriftResult langevin_step(const Particles& p, const Inputs& x, const Targets& y,
                           double label_noise_level, long first_index, double* w_out, double* dual_out,
                           const Options& opt);
 
+// The drift and the step for given dual coefficients A (row-major n x T) and, for the label-noise
+// procedure, B = S E (or null): no Gram, no solve. For second layers solved elsewhere (other losses,
+// a Gram reduced across processes): a_k = H[:,k]^T A and the drift has the same form for any loss whose
+// optimal second layer is a_mu(w) = h(X; w)^T A (PAPER.md section 8).
+void drift_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,
+                      const double* b_rows, long n_tasks, const Hyper& hyper, double* grad_rows, const Options& opt);
+void langevin_step_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,
+                              const double* b_rows, long n_tasks, const Hyper& hyper, double eta,
+                              std::uint64_t seed, std::uint32_t step, long first_index, double* w_out,
+                              const Options& opt);
+
 // The generator's draws, for tests and for replaying a step: row-major count x dim standard normals of
 // particles first_index..first_index+count-1, and the n x T label noise of a step.
 void particle_noise(std::uint64_t seed, std::uint32_t step, long first_index, long count, long dim, double* out,

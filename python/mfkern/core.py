@@ -44,6 +44,8 @@ __all__ = [
     "objective",
     "drift",
     "langevin_step",
+    "drift_given_dual",
+    "langevin_step_given_dual",
     "output_weights",
     "network_output",
     "particle_noise",
@@ -226,6 +228,52 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     if return_dual:
         return W_new, _restore(A, one_d), U
     return W_new
+
+
+def _dual(A, name, n, like=None):
+    A, one_d = as_targets(A, name, n)
+    if like is not None and A.shape != like.shape:
+        raise ValueError(f"{name} must have the shape of A {like.shape}, got {A.shape}")
+    return A, one_d
+
+
+def drift_given_dual(W, X, A, *, lam, lam_a, lam_w, B=None, activation="tanh", n_threads=None):
+    """The drift for given dual coefficients A (n,) or (n, T): no Gram and no solve.
+
+    grad_k = -(lam*lam_a/T) sum_i a_{k,i} J_k^T A_i + lam*lam_w w_k with a_k = H[:,k]^T A, and, with
+    B = (K + ridge I)^{-1} E (label-noise procedure), the extra term +(lam*lam_a/T) sum_i b_{k,i} J_k^T B_i.
+    For second layers solved elsewhere: any loss whose optimal second layer is a_mu(w) = h(X; w)^T A
+    (PAPER.md section 8: A = -l'(f(X), Y) / (n lam lam_a)), or a Gram reduced across processes.
+    ``drift(W, X, Y, ...)`` equals ``drift_given_dual(W, X, second_layer(gram(W, X), Y, ridge), ...)``.
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    A, _ = _dual(A, "A", X.shape[0])
+    if B is not None:
+        B, _ = _dual(B, "B", X.shape[0], like=A)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    act = activation_name(activation)
+    return _core.drift_given_dual(W, X, A, B, lam, lam_a, lam_w, act, n_threads_value(n_threads))
+
+
+def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=None, activation="tanh",
+                             first_index=0, n_threads=None):
+    """One MFLD step W - eta * drift_given_dual(W, X, A) + sqrt(2 eta lam) xi, with the same noise as
+    `langevin_step` (keyed by (seed, step, first_index + k))."""
+    X = _inputs(X)
+    W = _particles(W, X)
+    A, _ = _dual(A, "A", X.shape[0])
+    if B is not None:
+        B, _ = _dual(B, "B", X.shape[0], like=A)
+    eta = positive(eta, "eta")
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    seed, step = seed_value(seed), step_value(step)
+    first = integer(first_index, "first_index", minimum=0)
+    if first + W.shape[0] - 1 > 2**32 - 1:
+        raise ValueError("first_index + N must be at most 2**32 (particle indices are 32-bit)")
+    act = activation_name(activation)
+    return _core.langevin_step_given_dual(W, X, A, B, eta, lam, lam_a, lam_w, seed, step, first, act,
+                                          n_threads_value(n_threads))
 
 
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
