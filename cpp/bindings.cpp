@@ -26,8 +26,11 @@ Inputs inputs(const Array& x) { return Inputs(x.data(), static_cast<long>(x.shap
 
 Targets targets(const Array& y) { return {y.data(), static_cast<long>(y.shape(0)), static_cast<long>(y.shape(1))}; }
 
-Options options(long block_size, std::size_t cache_bytes, int n_threads) {
+Options options(long block_size, std::size_t cache_bytes, int n_threads, const std::string& solver = "dense") {
     Options o;
+    if (solver == "dense") o.solver = Solver::Dense;
+    else if (solver == "woodbury") o.solver = Solver::Woodbury;
+    else throw std::invalid_argument("solver must be 'dense' or 'woodbury', got '" + solver + "'");
     o.block_size = block_size;
     o.cache_bytes = cache_bytes;
     o.n_threads = n_threads;
@@ -143,14 +146,14 @@ PYBIND11_MODULE(_core, m) {
        "(trace of (K + ridge I)^{-1}, 1-norm condition number of K + ridge I)");
 
     m.def("objective", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
-                          const std::string& act, long block_size, int n_threads) {
+                          const std::string& act, long block_size, int n_threads, const std::string& solver) {
         const Activation a = parse_activation(act);
+        const Options opt = options(block_size, 0, n_threads, solver);
         Diagnostics d;
         {
             py::gil_scoped_release release;
             const blas::Session session;  // lock + BLAS pinned to one thread
-            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a,
-                          options(block_size, 0, n_threads));
+            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, opt);
         }
         py::dict r;
         r["U"] = d.U;
@@ -160,12 +163,14 @@ PYBIND11_MODULE(_core, m) {
         r["mean_sq_norm"] = d.mean_sq_norm;
         return r;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
-       py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("block_size"), py::arg("n_threads"));
+       py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("block_size"), py::arg("n_threads"),
+       py::arg("solver"));
 
     m.def("drift", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
                       const std::string& act, std::optional<Array> e, long block_size, std::size_t cache_bytes,
-                      int n_threads) {
+                      int n_threads, const std::string& solver) {
         const Activation a = parse_activation(act);
+        const Options opt = options(block_size, cache_bytes, n_threads, solver);
         auto grad = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *g = grad.mutable_data(), *du = dual.mutable_data();
@@ -174,18 +179,19 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             const blas::Session session;  // lock + BLAS pinned to one thread
             r = drift(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, e ? e->data() : nullptr, g,
-                      du, options(block_size, cache_bytes, n_threads));
+                      du, opt);
         }
         return py::make_tuple(grad, dual, r.U);
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("label_noise").noconvert().none(true),
-       py::arg("block_size"), py::arg("cache_bytes"), py::arg("n_threads"));
+       py::arg("block_size"), py::arg("cache_bytes"), py::arg("n_threads"), py::arg("solver"));
 
     m.def("langevin_step", [](const Array& w, const Array& x, const Array& y, double eta, double lam, double lam_a,
                               double lam_w, std::uint64_t seed, std::uint32_t step, const std::string& act,
                               double level, long first_index, long block_size, std::size_t cache_bytes,
-                              int n_threads) {
+                              int n_threads, const std::string& solver) {
         const Activation a = parse_activation(act);
+        const Options opt = options(block_size, cache_bytes, n_threads, solver);
         auto w_out = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *wo = w_out.mutable_data(), *du = dual.mutable_data();
@@ -194,13 +200,13 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             const blas::Session session;  // lock + BLAS pinned to one thread
             r = langevin_step(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, eta, seed, step,
-                              level, first_index, wo, du, options(block_size, cache_bytes, n_threads));
+                              level, first_index, wo, du, opt);
         }
         return py::make_tuple(w_out, dual, r.U);
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("eta"), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"), py::arg("activation"),
        py::arg("label_noise_level"), py::arg("first_index"), py::arg("block_size"), py::arg("cache_bytes"),
-       py::arg("n_threads"));
+       py::arg("n_threads"), py::arg("solver"));
 
     m.def("drift_given_dual", [](const Array& w, const Array& x, const Array& a, std::optional<Array> b, double lam,
                                  double lam_a, double lam_w, const std::string& act, int n_threads) {

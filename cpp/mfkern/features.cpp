@@ -12,6 +12,12 @@ Inputs::Inputs(const double* x_rows, long n_, long d) : n(n_), dim(d + 1), x1(st
     std::fill(x1.begin() + d * n, x1.end(), 1.0);
 }
 
+Inputs::Inputs(const Inputs& all, long j0, long count)
+    : n(count), dim(all.dim), x1(static_cast<std::size_t>(count * all.dim)) {
+    for (long l = 0; l < dim; ++l)
+        std::copy(all.x1.begin() + l * all.n + j0, all.x1.begin() + l * all.n + j0 + count, x1.begin() + l * count);
+}
+
 long default_block_size(long n, long n_particles) {
     const long target = (8L << 20) / (8 * std::max(n, 1L));
     const long rounded = std::max(kParticleTile, target / kParticleTile * kParticleTile);

@@ -17,6 +17,7 @@ struct Inputs {
     long n = 0, dim = 0;
     std::vector<double> x1;
     Inputs(const double* x_rows, long n, long d);  // x_rows: row-major n x d
+    Inputs(const Inputs& all, long j0, long count);  // rows j0 .. j0+count-1 of another Inputs
     const double* data() const { return x1.data(); }
 };
 

@@ -25,6 +25,22 @@ long tile_count(long n) { return (n + kGramTile - 1) / kGramTile; }
 
 }  // namespace
 
+void accumulate_lower(long n, long k, double scale, const double* h, long ldh, double* out, int n_threads) {
+    std::vector<std::pair<long, long>> tiles;  // (row tile, column tile), lower triangle
+    for (long i = 0; i < tile_count(n); ++i)
+        for (long j = 0; j <= i; ++j) tiles.emplace_back(i, j);
+    const long count = static_cast<long>(tiles.size());
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
+    for (long t = 0; t < count; ++t) {
+        const long r0 = tiles[t].first * kGramTile, c0 = tiles[t].second * kGramTile;
+        const long nr = std::min(kGramTile, n - r0), nc = std::min(kGramTile, n - c0);
+        if (r0 == c0)
+            blas::syrk_lower(nr, k, scale, h + r0, ldh, 1.0, out + c0 * n + r0, n);
+        else
+            blas::gemm(false, true, nr, nc, k, scale, h + r0, ldh, h + c0, ldh, 1.0, out + c0 * n + r0, n);
+    }
+}
+
 namespace {
 
 // Large n: panels of particles in sequence, each panel's rank-m update split into output tiles.
@@ -33,9 +49,6 @@ void gram_by_output_tiles(const Particles& p, const Inputs& x, Activation act, l
     const long n = x.n, N = p.count;
     const bool cached = cache && cache->enabled();
     std::vector<double> buffer(cached ? 0 : static_cast<std::size_t>(n) * std::min(panel, N));
-    std::vector<std::pair<long, long>> tiles;  // (row tile, column tile), lower triangle
-    for (long i = 0; i < tile_count(n); ++i)
-        for (long j = 0; j <= i; ++j) tiles.emplace_back(i, j);
     const double scale = 1.0 / double(N);
     for (long k0 = 0; k0 < N; k0 += panel) {
         const long m = std::min(panel, N - k0);
@@ -47,16 +60,7 @@ void gram_by_output_tiles(const Particles& p, const Inputs& x, Activation act, l
             panel_features(p, x, act, k0, m, buffer.data(), n_threads);
             h = buffer.data();
         }
-        const long count = static_cast<long>(tiles.size());
-#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
-        for (long t = 0; t < count; ++t) {
-            const long r0 = tiles[t].first * kGramTile, c0 = tiles[t].second * kGramTile;
-            const long nr = std::min(kGramTile, n - r0), nc = std::min(kGramTile, n - c0);
-            if (r0 == c0)
-                blas::syrk_lower(nr, m, scale, h + r0, n, 1.0, k + c0 * n + r0, n);
-            else
-                blas::gemm(false, true, nr, nc, m, scale, h + r0, n, h + c0, n, 1.0, k + c0 * n + r0, n);
-        }
+        accumulate_lower(n, m, scale, h, n, k, n_threads);
     }
 }
 

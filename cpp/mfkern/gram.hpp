@@ -11,6 +11,10 @@ namespace mfkern {
 void gram_symmetric(const Particles& p, const Inputs& x, Activation act, long panel, FeatureCache* cache,
                     double* k, int n_threads);
 
+// Lower triangle of out (column-major n x n) += scale * h h^T, h column-major n x k (leading dimension
+// ldh), split into fixed output tiles computed in parallel (the same result for any thread count).
+void accumulate_lower(long n, long k, double scale, const double* h, long ldh, double* out, int n_threads);
+
 // Row-major na x nb cross-Gram (1/N) H(Xa) H(Xb)^T.
 void gram_cross(const Particles& p, const Inputs& xa, const Inputs& xb, Activation act, long panel,
                 double* out_rows, int n_threads);

@@ -7,6 +7,7 @@
 #include "mfkern/gram.hpp"
 #include "mfkern/rng.hpp"
 #include "mfkern/solve.hpp"
+#include "mfkern/woodbury.hpp"
 
 namespace mfkern {
 
@@ -48,17 +49,22 @@ struct Solved {
 Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, FeatureCache& cache,
                           const Targets& y, const Hyper& hyper, const double* noise_rows, const Options& opt) {
     const long n = x.n, T = y.tasks;
-    std::vector<double> k(static_cast<std::size_t>(n * n));
-    gram_symmetric(p, x, act, opt.block_size, &cache, k.data(), opt.n_threads);
-    const RidgeFactor factor(k.data(), n, hyper.ridge(n), opt.n_threads);
-    k = std::vector<double>();  // release before the drift pass
     // One solve for both right-hand sides [Y, E].
     std::vector<double> rhs = to_columns(y.y, n, T);
     if (noise_rows) {
         const std::vector<double> e = to_columns(noise_rows, n, T);
         rhs.insert(rhs.end(), e.begin(), e.end());
     }
-    factor.solve_in_place(rhs.data(), noise_rows ? 2 * T : T);
+    const long m = noise_rows ? 2 * T : T;
+    if (opt.solver == Solver::Woodbury) {
+        woodbury_solve(p, x, act, hyper.ridge(n), rhs.data(), m, 0, opt.n_threads, nullptr);
+    } else {
+        std::vector<double> k(static_cast<std::size_t>(n * n));
+        gram_symmetric(p, x, act, opt.block_size, &cache, k.data(), opt.n_threads);
+        const RidgeFactor factor(k.data(), n, hyper.ridge(n), opt.n_threads);
+        k = std::vector<double>();
+        factor.solve_in_place(rhs.data(), m);
+    }
     Solved s;
     s.a_cols.assign(rhs.begin(), rhs.begin() + n * T);
     if (noise_rows) s.b_cols.assign(rhs.begin() + n * T, rhs.end());
@@ -90,25 +96,33 @@ void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t se
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
                       const Options& opt) {
     const long n = x.n;
-    std::vector<double> k(static_cast<std::size_t>(n * n));
-    gram_symmetric(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
     const double ridge = hyper.ridge(n);
-    const RidgeFactor factor(k.data(), n, ridge, opt.n_threads);
     std::vector<double> a = to_columns(y.y, n, y.tasks);
-    factor.solve_in_place(a.data(), y.tasks);
-    const auto stats = factor.inverse_stats();
     Diagnostics d;
+    if (opt.solver == Solver::Woodbury) {
+        WoodburyStats stats;
+        woodbury_solve(p, x, act, ridge, a.data(), y.tasks, 0, opt.n_threads, &stats);
+        d.dof = stats.dof;
+        d.condition = stats.condition;
+    } else {
+        std::vector<double> k(static_cast<std::size_t>(n * n));
+        gram_symmetric(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
+        const RidgeFactor factor(k.data(), n, ridge, opt.n_threads);
+        factor.solve_in_place(a.data(), y.tasks);
+        const auto stats = factor.inverse_stats();
+        d.dof = double(n) - ridge * stats.trace;  // tr[K S] = tr[I - ridge S]
+        d.condition = stats.condition;
+    }
     d.U = reduced_objective(y, a, hyper.lam_a_bar());
     d.mean_sq_norm = mean_squared_norm(p);
     d.G = d.U + 0.5 * hyper.lam_w_bar() * d.mean_sq_norm;
-    d.dof = double(n) - ridge * stats.trace;  // tr[K S] = tr[I - ridge S]
-    d.condition = stats.condition;
     return d;
 }
 
 DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
                   const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
-    FeatureCache cache(p, x, act, opt.cache_bytes);
+    // The Woodbury path never forms the particles' features over all samples at once: nothing to keep.
+    FeatureCache cache(p, x, act, opt.solver == Solver::Woodbury ? 0 : opt.cache_bytes);
     const Solved s = solve_second_layer(p, x, act, cache, y, hyper, label_noise_rows, opt);
     drift_from_dual(p, x, act, cache, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
                     hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);

@@ -15,7 +15,11 @@ struct Hyper {
     double ridge(long n) const { return double(n) * lam * lam_a; }
 };
 
+// How the second layer is solved: the n x n Gram by Cholesky, or the N x N particle-space system.
+enum class Solver { Dense, Woodbury };
+
 struct Options {
+    Solver solver = Solver::Dense;
     int n_threads = 0;                         // OpenMP threads; 0: the OpenMP default
     long block_size = 0;                       // particles per block; 0: default_block_size
     std::size_t cache_bytes = std::size_t(512) << 20;  // keep all features in memory up to this size
@@ -31,7 +35,8 @@ struct Diagnostics {
     double U, G, dof, condition, mean_sq_norm;
 };
 
-// U, G, dof = tr[K (K + ridge I)^{-1}] and the 1-norm condition number of K + ridge I.
+// U, G, dof = tr[K (K + ridge I)^{-1}] and the 1-norm condition number of K + ridge I (of the particle-
+// space matrix N ridge I + H^T H with the Woodbury solver).
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
                       const Options& opt);
 

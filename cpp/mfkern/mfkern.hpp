@@ -8,3 +8,4 @@
 #include "mfkern/langevin.hpp"
 #include "mfkern/rng.hpp"
 #include "mfkern/solve.hpp"
+#include "mfkern/woodbury.hpp"

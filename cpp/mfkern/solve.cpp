@@ -14,6 +14,8 @@ NotPositiveDefinite::NotPositiveDefinite(long m)
                          std::to_string(m) + ")"),
       minor(m) {}
 
+NotPositiveDefinite::NotPositiveDefinite(long m, const std::string& message) : std::runtime_error(message), minor(m) {}
+
 namespace {
 // 1-norm of a symmetric matrix given by its lower triangle (column-major).
 double symmetric_norm1(const double* a, long n) {

@@ -1,6 +1,7 @@
 // The second layer in closed form: kernel ridge regression (K + ridge I) A = Y by Cholesky.
 #pragma once
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace mfkern {
@@ -9,6 +10,7 @@ namespace mfkern {
 struct NotPositiveDefinite : std::runtime_error {
     long minor;
     explicit NotPositiveDefinite(long m);
+    NotPositiveDefinite(long m, const std::string& message);
 };
 
 class RidgeFactor {

@@ -16,6 +16,7 @@ time, each using all its threads, and give the same bits as sequential calls.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numpy as np
@@ -38,6 +39,7 @@ from ._validation import (
 
 __all__ = [
     "NotPositiveDefiniteError",
+    "MemoryLimitError",
     "features",
     "gram",
     "second_layer",
@@ -61,6 +63,70 @@ __all__ = [
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
+SOLVERS = ("auto", "dense", "woodbury")
+
+
+class MemoryLimitError(MemoryError):
+    """Raised before a computation whose working memory would exceed what the machine has available.
+
+    Attributes ``bytes_needed`` and ``bytes_available`` give the estimate and the limit.
+    """
+
+    def __init__(self, what, bytes_needed, bytes_available, hint=""):
+        self.bytes_needed = int(bytes_needed)
+        self.bytes_available = int(bytes_available)
+        msg = (f"{what} needs about {_format_bytes(bytes_needed)} of working memory but only "
+               f"{_format_bytes(bytes_available)} is available")
+        super().__init__(msg + (f"; {hint}" if hint else ""))
+
+
+def _format_bytes(b):
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= size:
+            return f"{b / size:.3g} {unit} ({int(b)} bytes)"
+    return f"{int(b)} bytes"
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation now (MemAvailable of /proc/meminfo, else physical)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def _check_memory(what, bytes_needed, hint=""):
+    limit = available_memory()
+    if bytes_needed > limit:
+        raise MemoryLimitError(what, bytes_needed, limit, hint)
+
+
+def _choose_solver(solver, n, N):
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "auto":
+        # The N x N particle-space system is cheaper (n N^2 + N^3 against n^2 N + n^3) when N < n.
+        return "woodbury" if N < n else "dense"
+    return solver
+
+
+def _solver_bytes(solver, n, N, D, T, activation, cache_bytes, inverse=False):
+    """Working memory of a Gram-solve-drift computation (the estimate behind MemoryLimitError)."""
+    per_feature = 16 if activation == "erf" else 8
+    common = 8 * (n * D + 2 * N * D + 4 * n * T)
+    if solver == "woodbury":
+        panel = max(64, min(n, (8 << 20) // (8 * max(N, 1))))
+        return common + 8 * N * N * (3 if inverse else 2) + 8 * N * (panel + 2 * T)
+    features = min(cache_bytes, per_feature * n * N)
+    panel = max(64, min(N, (8 << 20) // (8 * max(n, 1))))
+    return common + 8 * n * n * (3 if inverse else 2) + features + 8 * n * panel
 
 
 _controller = None
@@ -109,6 +175,7 @@ def features(W, X, activation="tanh", *, n_threads=None):
     X = _inputs(X)
     W = _particles(W, X)
     nt = n_threads_value(n_threads)
+    _check_memory("features", 8 * X.shape[0] * W.shape[0], "use gram() or the estimator, which never form H whole")
     return _core.features(W, X, activation_name(activation), nt)
 
 
@@ -127,6 +194,9 @@ def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
             raise ValueError(f"X2 must have d = {X.shape[1]} columns like X, got {X2.shape[1]}")
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
+    n1, n2 = X.shape[0], (X2 if X2 is not None else X).shape[0]
+    panel = bs or max(64, min(W.shape[0], (8 << 20) // (8 * max(n1, n2))))
+    _check_memory("gram", 8 * (n1 * n2 + (n1 + n2) * (panel + W.shape[1])))
     return _core.gram(W, X, X2, act, bs, nt)
 
 
@@ -150,15 +220,18 @@ def second_layer(K, Y, ridge, *, n_threads=None):
     K = _square_symmetric(K)
     Y, one_d = as_targets(Y, "Y", K.shape[0])
     ridge = positive(ridge, "ridge")
+    _check_memory("second_layer", 8 * K.shape[0] * (K.shape[0] + 3 * Y.shape[1]))
     return _restore(_core.second_layer(K, Y, ridge, n_threads_value(n_threads)), one_d)
 
 
-def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None):
+def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None, solver="auto"):
     """The reduced objective and diagnostics at particles W (PAPER.md sections 2 and 4).
 
     Returns a dict: ``U`` = (lam*lam_a/(2T)) sum_i Y_i^T (K + ridge I)^{-1} Y_i, ``G`` = U +
     (lam*lam_w/2) mean_k ||w_k||^2, ``dof`` = tr[K (K + ridge I)^{-1}], ``condition`` = the (exact) 1-norm
     condition number of K + ridge I, and ``ridge`` = n*lam*lam_a. Costs O(n^3) (an explicit inverse).
+    With ``solver="woodbury"`` (the default "auto" picks it when N < n) everything is computed in particle
+    space at O(n N^2 + N^3); ``condition`` is then that of the N x N matrix N*ridge*I + H^T H.
     """
     X = _inputs(X)
     W = _particles(W, X)
@@ -166,20 +239,27 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt)
+    solver = _choose_solver(solver, X.shape[0], W.shape[0])
+    _check_memory("objective", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, 0, True))
+    out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt, solver)
     out.pop("mean_sq_norm")
     out["ridge"] = X.shape[0] * lam * lam_a
     return out
 
 
 def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, block_size=None,
-          cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False):
+          cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False, solver="auto"):
     """Gradient of the first variation at every particle, shape (N, d+1) (PAPER.md section 3).
 
     Equals N times the gradient of G(mu_W) in w_k. With `label_noise` an (n, T) (or (n,)) noise matrix E,
     the drift of the label-noise functional G_E (PAPER.md section 5). Features are kept between the Gram
     and the drift pass when they fit in `cache_bytes`, and recomputed otherwise. With ``return_dual`` also
     returns the dual coefficients A = (K + ridge I)^{-1} Y and U.
+
+    ``solver``: "dense" solves the n x n system K + ridge I by Cholesky (memory O(n^2)); "woodbury" solves
+    the N x N particle-space system (PAPER.md section 3; memory O(N^2), no n x n matrix); "auto" picks
+    woodbury when N < n. A computation that would not fit in the available memory raises
+    MemoryLimitError before allocating.
     """
     X = _inputs(X)
     W = _particles(W, X)
@@ -193,7 +273,9 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0)
-    grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt)
+    solver = _choose_solver(solver, X.shape[0], W.shape[0])
+    _check_memory("drift", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
+    grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt, solver)
     if return_dual:
         return grad, _restore(A, one_d), U
     return grad
@@ -201,7 +283,7 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
 
 def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="tanh", label_noise_level=0.0,
                   first_index=0, block_size=None, cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None,
-                  return_dual=False):
+                  return_dual=False, solver="auto"):
     """One Euler-Maruyama step of MFLD: W - eta * drift + sqrt(2 eta lam) xi.
 
     xi is standard normal, drawn by a counter-based generator (Philox4x32-10) keyed by
@@ -209,6 +291,7 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     and any step can be replayed alone. With ``label_noise_level`` s > 0, the label-noise procedure: fresh
     E ~ Uniform[-s, s]^{n x T} keyed by (seed, step, sample), the second layer fitted to Y + E, scored with Y.
     With ``return_dual`` also returns A = (K + ridge I)^{-1} Y at W (the pre-step particles) and U.
+    ``solver`` as in `drift` (the dense and Woodbury paths agree to rounding, about 1e-10 relative).
     """
     X = _inputs(X)
     W = _particles(W, X)
@@ -223,8 +306,11 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0)
+    solver = _choose_solver(solver, X.shape[0], W.shape[0])
+    _check_memory("langevin_step",
+                  _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
     W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
-                                      nt)
+                                      nt, solver)
     if return_dual:
         return W_new, _restore(A, one_d), U
     return W_new
