@@ -26,8 +26,12 @@ Inputs inputs(const Array& x) { return Inputs(x.data(), static_cast<long>(x.shap
 
 Targets targets(const Array& y) { return {y.data(), static_cast<long>(y.shape(0)), static_cast<long>(y.shape(1))}; }
 
-Options options(long block_size, std::size_t cache_bytes, int n_threads, const std::string& solver = "dense") {
+Options options(long block_size, std::size_t cache_bytes, int n_threads, const std::string& solver = "dense",
+                const std::string& precision = "float64") {
     Options o;
+    if (precision == "float32") o.single_precision = true;
+    else if (precision != "float64")
+        throw std::invalid_argument("precision must be 'float64' or 'float32', got '" + precision + "'");
     if (solver == "dense") o.solver = Solver::Dense;
     else if (solver == "woodbury") o.solver = Solver::Woodbury;
     else throw std::invalid_argument("solver must be 'dense' or 'woodbury', got '" + solver + "'");
@@ -53,6 +57,8 @@ bool register_scipy_blas() {
         r.dpotrs = reinterpret_cast<blas::dpotrs_t*>(get(lapack, "dpotrs"));
         r.dpotri = reinterpret_cast<blas::dpotri_t*>(get(lapack, "dpotri"));
         r.dtrsm = reinterpret_cast<blas::dtrsm_t*>(get(blas, "dtrsm"));
+        r.sgemm = reinterpret_cast<blas::sgemm_t*>(get(blas, "sgemm"));
+        r.ssyrk = reinterpret_cast<blas::ssyrk_t*>(get(blas, "ssyrk"));
         blas::set_routines(r);
         return true;
     } catch (py::error_already_set&) {
@@ -109,7 +115,7 @@ PYBIND11_MODULE(_core, m) {
             if (x2) {
                 gram_cross(p, xa, inputs(*x2), a, block_size, o, n_threads);
             } else {
-                gram_symmetric(p, xa, a, block_size, nullptr, o, n_threads);
+                gram_symmetric<double>(p, xa, a, block_size, nullptr, o, n_threads);
             }
         }
         return out;
@@ -146,9 +152,10 @@ PYBIND11_MODULE(_core, m) {
        "(trace of (K + ridge I)^{-1}, 1-norm condition number of K + ridge I)");
 
     m.def("objective", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
-                          const std::string& act, long block_size, int n_threads, const std::string& solver) {
+                          const std::string& act, long block_size, int n_threads, const std::string& solver,
+                          const std::string& precision) {
         const Activation a = parse_activation(act);
-        const Options opt = options(block_size, 0, n_threads, solver);
+        const Options opt = options(block_size, 0, n_threads, solver, precision);
         Diagnostics d;
         {
             py::gil_scoped_release release;
@@ -164,13 +171,13 @@ PYBIND11_MODULE(_core, m) {
         return r;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("block_size"), py::arg("n_threads"),
-       py::arg("solver"));
+       py::arg("solver"), py::arg("precision"));
 
     m.def("drift", [](const Array& w, const Array& x, const Array& y, double lam, double lam_a, double lam_w,
                       const std::string& act, std::optional<Array> e, long block_size, std::size_t cache_bytes,
-                      int n_threads, const std::string& solver) {
+                      int n_threads, const std::string& solver, const std::string& precision) {
         const Activation a = parse_activation(act);
-        const Options opt = options(block_size, cache_bytes, n_threads, solver);
+        const Options opt = options(block_size, cache_bytes, n_threads, solver, precision);
         auto grad = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *g = grad.mutable_data(), *du = dual.mutable_data();
@@ -184,14 +191,15 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(grad, dual, r.U);
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("label_noise").noconvert().none(true),
-       py::arg("block_size"), py::arg("cache_bytes"), py::arg("n_threads"), py::arg("solver"));
+       py::arg("block_size"), py::arg("cache_bytes"), py::arg("n_threads"), py::arg("solver"),
+       py::arg("precision"));
 
     m.def("langevin_step", [](const Array& w, const Array& x, const Array& y, double eta, double lam, double lam_a,
                               double lam_w, std::uint64_t seed, std::uint32_t step, const std::string& act,
                               double level, long first_index, long block_size, std::size_t cache_bytes,
-                              int n_threads, const std::string& solver) {
+                              int n_threads, const std::string& solver, const std::string& precision) {
         const Activation a = parse_activation(act);
-        const Options opt = options(block_size, cache_bytes, n_threads, solver);
+        const Options opt = options(block_size, cache_bytes, n_threads, solver, precision);
         auto w_out = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *wo = w_out.mutable_data(), *du = dual.mutable_data();
@@ -206,10 +214,11 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("eta"), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"), py::arg("activation"),
        py::arg("label_noise_level"), py::arg("first_index"), py::arg("block_size"), py::arg("cache_bytes"),
-       py::arg("n_threads"), py::arg("solver"));
+       py::arg("n_threads"), py::arg("solver"), py::arg("precision"));
 
     m.def("drift_given_dual", [](const Array& w, const Array& x, const Array& a, std::optional<Array> b, double lam,
-                                 double lam_a, double lam_w, const std::string& act, int n_threads) {
+                                 double lam_a, double lam_w, const std::string& act, int n_threads,
+                                 const std::string& precision) {
         const Activation ac = parse_activation(act);
         auto grad = empty(w.shape(0), w.shape(1));
         double* g = grad.mutable_data();
@@ -217,16 +226,17 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             const blas::Session session;  // lock + BLAS pinned to one thread
             drift_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
-                             Hyper{lam, lam_a, lam_w}, g, options(0, 0, n_threads));
+                             Hyper{lam, lam_a, lam_w}, g, options(0, 0, n_threads, "dense", precision));
         }
         return grad;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
-       py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("n_threads"));
+       py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("n_threads"),
+       py::arg("precision"));
 
     m.def("langevin_step_given_dual", [](const Array& w, const Array& x, const Array& a, std::optional<Array> b,
                                          double eta, double lam, double lam_a, double lam_w, std::uint64_t seed,
                                          std::uint32_t step, long first_index, const std::string& act,
-                                         int n_threads) {
+                                         int n_threads, const std::string& precision) {
         const Activation ac = parse_activation(act);
         auto w_out = empty(w.shape(0), w.shape(1));
         double* wo = w_out.mutable_data();
@@ -235,12 +245,12 @@ PYBIND11_MODULE(_core, m) {
             const blas::Session session;  // lock + BLAS pinned to one thread
             langevin_step_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
                                      Hyper{lam, lam_a, lam_w}, eta, seed, step, first_index, wo,
-                                     options(0, 0, n_threads));
+                                     options(0, 0, n_threads, "dense", precision));
         }
         return w_out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
        py::arg("eta"), py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"),
-       py::arg("first_index"), py::arg("activation"), py::arg("n_threads"));
+       py::arg("first_index"), py::arg("activation"), py::arg("n_threads"), py::arg("precision"));
 
     m.def("output_weights", [](const Array& w, const Array& x, const Array& dual, const std::string& act,
                                long block_size, int n_threads) {

@@ -91,3 +91,36 @@ def test_memory_guard_raises_before_allocating(call):
         call()
     assert isinstance(info.value, MemoryError)
     assert info.value.bytes_needed > info.value.bytes_available > 0
+
+
+@pytest.mark.parametrize("solver,activation", [("dense", "tanh"), ("woodbury", "erf"), ("dense", "erf")])
+def test_float32_precision_is_close_to_float64(solver, activation):
+    X, W, Y = _problem(400, 300 if solver == "dense" else 150, 2)
+    kw = dict(HYPER, activation=activation, solver=solver)
+    g64, A64, U64 = core.drift(W, X, Y, return_dual=True, **kw)
+    g32, A32, U32 = core.drift(W, X, Y, return_dual=True, precision="float32", **kw)
+    assert not np.array_equal(g32, g64)  # really a different path
+    assert np.abs(g32 - g64).max() <= 1e-5 * np.abs(g64).max()
+    assert np.abs(A32 - A64).max() <= 1e-5 * np.abs(A64).max()
+    assert U32 == pytest.approx(U64, rel=1e-6)
+    o64 = core.objective(W, X, Y, **kw)
+    o32 = core.objective(W, X, Y, precision="float32", **kw)
+    assert o32["dof"] == pytest.approx(o64["dof"], rel=1e-5)
+    pred = [core.network_output(W, core.output_weights(W, X, A, activation), X, activation) for A in (A64, A32)]
+    assert np.abs(pred[1] - pred[0]).max() <= 1e-4 * np.abs(pred[0]).max()
+
+
+def test_float32_is_thread_count_independent_and_matches_given_dual():
+    X, W, Y = _problem(600, 700, 1)
+    steps = [core.langevin_step(W, X, Y, eta=0.1, seed=5, step=1, n_threads=t, precision="float32", **HYPER)
+             for t in (1, 2)]
+    assert np.array_equal(steps[0], steps[1])
+    A = core.drift(W, X, Y, return_dual=True, precision="float32", **HYPER)[1]
+    np.testing.assert_allclose(core.drift_given_dual(W, X, A, precision="float32", **HYPER),
+                               core.drift(W, X, Y, precision="float32", **HYPER), rtol=0, atol=1e-12)
+
+
+def test_bad_precision_name():
+    X, W, Y = _problem(20, 10)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        core.drift(W, X, Y, precision="float16", **HYPER)

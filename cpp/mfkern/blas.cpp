@@ -46,9 +46,39 @@ void find_thread_control(void* symbol) {
 #endif
 }
 
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-using ConstMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
-using Map = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
+template <class F>
+using MatrixT = Eigen::Matrix<F, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+template <class F>
+using ConstMapT = Eigen::Map<const MatrixT<F>, 0, Eigen::OuterStride<>>;
+template <class F>
+using MapT = Eigen::Map<MatrixT<F>, 0, Eigen::OuterStride<>>;
+using Matrix = MatrixT<double>;
+using ConstMap = ConstMapT<double>;
+using Map = MapT<double>;
+
+template <class F>
+void eigen_gemm(bool trans_a, bool trans_b, long m, long n, long k, F alpha, const F* a, long lda, const F* b,
+                long ldb, F beta, F* c, long ldc) {
+    MapT<F> C(c, m, n, Eigen::OuterStride<>(ldc));
+    if (beta == F(0)) C.setZero(); else if (beta != F(1)) C *= beta;
+    if (k == 0) return;
+    ConstMapT<F> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+    ConstMapT<F> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+    if (trans_a && trans_b) C.noalias() += alpha * A.transpose() * B.transpose();
+    else if (trans_a) C.noalias() += alpha * A.transpose() * B;
+    else if (trans_b) C.noalias() += alpha * A * B.transpose();
+    else C.noalias() += alpha * A * B;
+}
+
+template <class F>
+void eigen_syrk_lower(long n, long k, F alpha, const F* a, long lda, F beta, F* c, long ldc) {
+    MapT<F> C(c, n, n, Eigen::OuterStride<>(ldc));
+    if (beta == F(0)) C.template triangularView<Eigen::Lower>().setZero();
+    else if (beta != F(1)) C.template triangularView<Eigen::Lower>() *= beta;
+    if (k == 0) return;
+    ConstMapT<F> A(a, n, k, Eigen::OuterStride<>(lda));
+    C.template selfadjointView<Eigen::Lower>().rankUpdate(A, alpha);
+}
 
 int to_int(long v) {
     // Fortran BLAS takes 32-bit integers: refuse (rather than wrap) sizes it cannot represent.
@@ -81,7 +111,7 @@ Session::~Session() {
 
 bool using_external() {
     return g_routines.dgemm && g_routines.dsyrk && g_routines.dpotrf && g_routines.dpotrs && g_routines.dpotri &&
-           g_routines.dtrsm;
+           g_routines.dtrsm && g_routines.sgemm && g_routines.ssyrk;
 }
 
 void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, const double* a, long lda,
@@ -94,15 +124,20 @@ void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, cons
         g_routines.dgemm(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
         return;
     }
-    Map C(c, m, n, Eigen::OuterStride<>(ldc));
-    if (beta == 0.0) C.setZero(); else if (beta != 1.0) C *= beta;
-    if (k == 0) return;
-    ConstMap A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
-    ConstMap B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
-    if (trans_a && trans_b) C.noalias() += alpha * A.transpose() * B.transpose();
-    else if (trans_a) C.noalias() += alpha * A.transpose() * B;
-    else if (trans_b) C.noalias() += alpha * A * B.transpose();
-    else C.noalias() += alpha * A * B;
+    eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const float* a, long lda,
+          const float* b, long ldb, float beta, float* c, long ldc) {
+    if (m == 0 || n == 0) return;
+    if (g_routines.sgemm) {
+        const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+        const int im = to_int(m), in = to_int(n), ik = to_int(k), ilda = to_int(lda), ildb = to_int(ldb),
+                  ildc = to_int(ldc);
+        g_routines.sgemm(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
+        return;
+    }
+    eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void syrk_lower(long n, long k, double alpha, const double* a, long lda, double beta, double* c, long ldc) {
@@ -113,12 +148,18 @@ void syrk_lower(long n, long k, double alpha, const double* a, long lda, double 
         g_routines.dsyrk(&uplo, &trans, &in, &ik, &alpha, a, &ilda, &beta, c, &ildc);
         return;
     }
-    Map C(c, n, n, Eigen::OuterStride<>(ldc));
-    if (beta == 0.0) C.triangularView<Eigen::Lower>().setZero();
-    else if (beta != 1.0) C.triangularView<Eigen::Lower>() *= beta;
-    if (k == 0) return;
-    ConstMap A(a, n, k, Eigen::OuterStride<>(lda));
-    C.selfadjointView<Eigen::Lower>().rankUpdate(A, alpha);
+    eigen_syrk_lower(n, k, alpha, a, lda, beta, c, ldc);
+}
+
+void syrk_lower(long n, long k, float alpha, const float* a, long lda, float beta, float* c, long ldc) {
+    if (n == 0) return;
+    if (g_routines.ssyrk) {
+        const char uplo = 'L', trans = 'N';
+        const int in = to_int(n), ik = to_int(k), ilda = to_int(lda), ildc = to_int(ldc);
+        g_routines.ssyrk(&uplo, &trans, &in, &ik, &alpha, a, &ilda, &beta, c, &ildc);
+        return;
+    }
+    eigen_syrk_lower(n, k, alpha, a, lda, beta, c, ldc);
 }
 
 void trsm_right_lower_trans(long m, long n, const double* l, long ldl, double* b, long ldb) {

@@ -13,6 +13,10 @@ using dgemm_t = void(const char*, const char*, const int*, const int*, const int
                      const int*);
 using dsyrk_t = void(const char*, const char*, const int*, const int*, const double*, const double*,
                      const int*, const double*, double*, const int*);
+using sgemm_t = void(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                     const int*, const float*, const int*, const float*, float*, const int*);
+using ssyrk_t = void(const char*, const char*, const int*, const int*, const float*, const float*, const int*,
+                     const float*, float*, const int*);
 using dpotrf_t = void(const char*, const int*, double*, const int*, int*);
 using dpotrs_t = void(const char*, const int*, const int*, const double*, const int*, double*, const int*,
                       int*);
@@ -27,6 +31,8 @@ struct Routines {
     dpotrs_t* dpotrs = nullptr;
     dpotri_t* dpotri = nullptr;
     dtrsm_t* dtrsm = nullptr;
+    sgemm_t* sgemm = nullptr;
+    ssyrk_t* ssyrk = nullptr;
 };
 
 // Register external routines (any may be null: that routine then uses the Eigen fallback). Also looks for
@@ -57,8 +63,11 @@ bool using_external();
 // C = alpha * op(A) op(B) + beta * C; op(A) is m x k, op(B) is k x n.
 void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, const double* a, long lda,
           const double* b, long ldb, double beta, double* c, long ldc);
+void gemm(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const float* a, long lda,
+          const float* b, long ldb, float beta, float* c, long ldc);
 // Lower triangle of C = alpha * A A^T + beta * C; A is n x k. The strict upper triangle is not touched.
 void syrk_lower(long n, long k, double alpha, const double* a, long lda, double beta, double* c, long ldc);
+void syrk_lower(long n, long k, float alpha, const float* a, long lda, float beta, float* c, long ldc);
 // B <- B L^{-T} (B is m x n, L lower triangular n x n).
 void trsm_right_lower_trans(long m, long n, const double* l, long ldl, double* b, long ldb);
 // Cholesky factor (lower) in place; returns LAPACK's info (0 on success, i > 0: leading minor i not PD).

@@ -1,26 +1,43 @@
 #include "mfkern/drift.hpp"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "mfkern/blas.hpp"
 
 namespace mfkern {
 
-void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const FeatureCache& cache,
+template <class F>
+void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const FeatureCache<F>& cache,
                      const double* a_dual, const double* b_dual, long n_tasks, double lam_a_bar, double lam_w_bar,
                      double* grad_rows, int n_threads) {
     const long n = x.n, T = n_tasks, tiles = (p.count + kParticleTile - 1) / kParticleTile;
     const bool tanh_like = derivative_from_value(act);
+    // The dual coefficients in the features' precision (a copy only for float).
+    auto in_precision = [n, T](const double* src, std::vector<F>& copy) -> const F* {
+        if (!src) return nullptr;
+        if constexpr (std::is_same<F, double>::value) {
+            return src;
+        } else {
+            copy.assign(src, src + n * T);
+            return copy.data();
+        }
+    };
+    std::vector<F> a_copy, b_copy;
+    const F* a = in_precision(a_dual, a_copy);
+    const F* bd = in_precision(b_dual, b_copy);
+    const double grad_scale = -lam_a_bar / double(T);
 #pragma omp parallel num_threads(n_threads) if (tiles > 1)
     {
         const std::size_t len = static_cast<std::size_t>(n) * kParticleTile;
-        std::vector<double> c(len), a_w(kParticleTile * T), b_w(b_dual ? kParticleTile * T : 0);
-        std::vector<double> h_buf(cache.enabled() ? 0 : len), d_buf(cache.enabled() || tanh_like ? 0 : len);
+        std::vector<F> c(len), a_w(kParticleTile * T), b_w(bd ? kParticleTile * T : 0);
+        std::vector<F> h_buf(cache.enabled() ? 0 : len), d_buf(cache.enabled() || tanh_like ? 0 : len);
+        std::vector<F> g_tile(static_cast<std::size_t>(p.dim) * kParticleTile);
 #pragma omp for schedule(dynamic)
         for (long t = 0; t < tiles; ++t) {
             const long k0 = t * kParticleTile, m = std::min(kParticleTile, p.count - k0);
-            const double *h, *deriv;
+            const F *h, *deriv;
             if (cache.enabled()) {
                 h = cache.h(k0);
                 deriv = cache.deriv(k0);
@@ -30,37 +47,48 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
                 deriv = tanh_like ? nullptr : d_buf.data();
             }
             // Second-layer weights of this tile (column-major m x T).
-            blas::gemm(true, false, m, T, n, 1.0, h, n, a_dual, n, 0.0, a_w.data(), m);
-            if (b_dual) blas::gemm(true, false, m, T, n, 1.0, h, n, b_dual, n, 0.0, b_w.data(), m);
+            blas::gemm(true, false, m, T, n, F(1), h, n, a, n, F(0), a_w.data(), m);
+            if (bd) blas::gemm(true, false, m, T, n, F(1), h, n, bd, n, F(0), b_w.data(), m);
             for (long k = 0; k < m; ++k) {
-                double* ck = c.data() + k * n;
-                const double* hk = h + k * n;
-                std::fill(ck, ck + n, 0.0);
+                F* ck = c.data() + k * n;
+                const F* hk = h + k * n;
+                std::fill(ck, ck + n, F(0));
                 for (long i = 0; i < T; ++i) {
-                    const double ak = a_w[i * m + k];
-                    const double* ai = a_dual + i * n;
+                    const F ak = a_w[i * m + k];
+                    const F* ai = a + i * n;
                     for (long j = 0; j < n; ++j) ck[j] += ai[j] * ak;
-                    if (b_dual) {
-                        const double bk = b_w[i * m + k];
-                        const double* bi = b_dual + i * n;
+                    if (bd) {
+                        const F bk = b_w[i * m + k];
+                        const F* bi = bd + i * n;
                         for (long j = 0; j < n; ++j) ck[j] -= bi[j] * bk;
                     }
                 }
                 if (tanh_like) {
-                    for (long j = 0; j < n; ++j) ck[j] *= 1.0 - hk[j] * hk[j];
+                    for (long j = 0; j < n; ++j) ck[j] *= F(1) - hk[j] * hk[j];
                 } else {
-                    const double* dk = deriv + k * n;
+                    const F* dk = deriv + k * n;
                     for (long j = 0; j < n; ++j) ck[j] *= dk[j];
                 }
             }
-            // Row-major m x dim gradient tile is column-major dim x m: -(lam_a_bar/T) X1^T C.
+            // Row-major m x dim gradient tile is column-major dim x m: -(lam_a_bar/T) X1^T C + lam_w_bar W.
             double* g = grad_rows + k0 * p.dim;
-            blas::gemm(true, false, p.dim, m, n, -lam_a_bar / double(T), x.data(), n, c.data(), n, 0.0, g, p.dim);
             const double* w = p.w + k0 * p.dim;
-            for (long i = 0; i < m * p.dim; ++i) g[i] += lam_w_bar * w[i];
+            if constexpr (std::is_same<F, double>::value) {
+                blas::gemm(true, false, p.dim, m, n, grad_scale, x.data(), n, c.data(), n, 0.0, g, p.dim);
+                for (long i = 0; i < m * p.dim; ++i) g[i] += lam_w_bar * w[i];
+            } else {
+                blas::gemm(true, false, p.dim, m, n, 1.0f, x.columns<float>(), n, c.data(), n, 0.0f, g_tile.data(),
+                           p.dim);
+                for (long i = 0; i < m * p.dim; ++i) g[i] = grad_scale * double(g_tile[i]) + lam_w_bar * w[i];
+            }
         }
     }
 }
+
+template void drift_from_dual<double>(const Particles&, const Inputs&, Activation, const FeatureCache<double>&,
+                                      const double*, const double*, long, double, double, double*, int);
+template void drift_from_dual<float>(const Particles&, const Inputs&, Activation, const FeatureCache<float>&,
+                                     const double*, const double*, long, double, double, double*, int);
 
 void output_weights(const Particles& p, const Inputs& x, Activation act, const double* a_dual, long n_tasks,
                     double* weights_rows, int n_threads) {

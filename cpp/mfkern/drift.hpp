@@ -8,8 +8,10 @@ namespace mfkern {
 // grad (row-major N x dim) = -(lam_a_bar/T) C^T X1 + lam_w_bar W with
 //   C = (A a^T - B b^T) o h'(Z),  a = H^T A,  b = H^T B.
 // A = S Y and (label-noise procedure) B = S E are column-major n x T; B may be null (no label noise).
-// Features come from `cache` when it is enabled (and filled), and are recomputed otherwise.
-void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const FeatureCache& cache,
+// Features come from `cache` when it is enabled (and filled), and are recomputed otherwise. With F = float
+// the features and the tile products are single precision and the gradient is accumulated in double.
+template <class F>
+void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const FeatureCache<F>& cache,
                      const double* a_dual, const double* b_dual, long n_tasks, double lam_a_bar, double lam_w_bar,
                      double* grad_rows, int n_threads);
 

@@ -46,7 +46,8 @@ struct Solved {
     std::vector<double> a_cols, b_cols;
 };
 
-Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, FeatureCache& cache,
+template <class F>
+Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, FeatureCache<F>& cache,
                           const Targets& y, const Hyper& hyper, const double* noise_rows, const Options& opt) {
     const long n = x.n, T = y.tasks;
     // One solve for both right-hand sides [Y, E].
@@ -57,7 +58,7 @@ Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, F
     }
     const long m = noise_rows ? 2 * T : T;
     if (opt.solver == Solver::Woodbury) {
-        woodbury_solve(p, x, act, hyper.ridge(n), rhs.data(), m, 0, opt.n_threads, nullptr);
+        woodbury_solve<F>(p, x, act, hyper.ridge(n), rhs.data(), m, 0, opt.n_threads, nullptr);
     } else {
         std::vector<double> k(static_cast<std::size_t>(n * n));
         gram_symmetric(p, x, act, opt.block_size, &cache, k.data(), opt.n_threads);
@@ -91,22 +92,21 @@ void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t se
     }
 }
 
-}  // namespace
-
-Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
-                      const Options& opt) {
+template <class F>
+Diagnostics objective_in(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                         const Options& opt) {
     const long n = x.n;
     const double ridge = hyper.ridge(n);
     std::vector<double> a = to_columns(y.y, n, y.tasks);
     Diagnostics d;
     if (opt.solver == Solver::Woodbury) {
         WoodburyStats stats;
-        woodbury_solve(p, x, act, ridge, a.data(), y.tasks, 0, opt.n_threads, &stats);
+        woodbury_solve<F>(p, x, act, ridge, a.data(), y.tasks, 0, opt.n_threads, &stats);
         d.dof = stats.dof;
         d.condition = stats.condition;
     } else {
         std::vector<double> k(static_cast<std::size_t>(n * n));
-        gram_symmetric(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
+        gram_symmetric<F>(p, x, act, opt.block_size, nullptr, k.data(), opt.n_threads);
         const RidgeFactor factor(k.data(), n, ridge, opt.n_threads);
         factor.solve_in_place(a.data(), y.tasks);
         const auto stats = factor.inverse_stats();
@@ -119,15 +119,30 @@ Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, con
     return d;
 }
 
-DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
-                  const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
+template <class F>
+DriftResult drift_in(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                     const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
     // The Woodbury path never forms the particles' features over all samples at once: nothing to keep.
-    FeatureCache cache(p, x, act, opt.solver == Solver::Woodbury ? 0 : opt.cache_bytes);
-    const Solved s = solve_second_layer(p, x, act, cache, y, hyper, label_noise_rows, opt);
-    drift_from_dual(p, x, act, cache, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
-                    hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
+    FeatureCache<F> cache(p, x, act, opt.solver == Solver::Woodbury ? 0 : opt.cache_bytes);
+    const Solved s = solve_second_layer<F>(p, x, act, cache, y, hyper, label_noise_rows, opt);
+    drift_from_dual<F>(p, x, act, cache, s.a_cols.data(), label_noise_rows ? s.b_cols.data() : nullptr, y.tasks,
+                       hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
     if (dual_out) to_rows(s.a_cols, x.n, y.tasks, dual_out);
     return {s.U};
+}
+
+}  // namespace
+
+Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                      const Options& opt) {
+    return opt.single_precision ? objective_in<float>(p, x, y, hyper, act, opt)
+                                : objective_in<double>(p, x, y, hyper, act, opt);
+}
+
+DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
+                  const double* label_noise_rows, double* grad_rows, double* dual_out, const Options& opt) {
+    return opt.single_precision ? drift_in<float>(p, x, y, hyper, act, label_noise_rows, grad_rows, dual_out, opt)
+                                : drift_in<double>(p, x, y, hyper, act, label_noise_rows, grad_rows, dual_out, opt);
 }
 
 DriftResult langevin_step(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper,
@@ -148,9 +163,15 @@ void drift_given_dual(const Particles& p, const Inputs& x, Activation act, const
                       const double* b_rows, long n_tasks, const Hyper& hyper, double* grad_rows, const Options& opt) {
     const std::vector<double> a = to_columns(a_rows, x.n, n_tasks);
     const std::vector<double> b = b_rows ? to_columns(b_rows, x.n, n_tasks) : std::vector<double>();
-    const FeatureCache no_cache(p, x, act, 0);
-    drift_from_dual(p, x, act, no_cache, a.data(), b_rows ? b.data() : nullptr, n_tasks, hyper.lam_a_bar(),
-                    hyper.lam_w_bar(), grad_rows, opt.n_threads);
+    if (opt.single_precision) {
+        const FeatureCache<float> no_cache(p, x, act, 0);
+        drift_from_dual<float>(p, x, act, no_cache, a.data(), b_rows ? b.data() : nullptr, n_tasks,
+                               hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
+    } else {
+        const FeatureCache<double> no_cache(p, x, act, 0);
+        drift_from_dual<double>(p, x, act, no_cache, a.data(), b_rows ? b.data() : nullptr, n_tasks,
+                                hyper.lam_a_bar(), hyper.lam_w_bar(), grad_rows, opt.n_threads);
+    }
 }
 
 void langevin_step_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,

@@ -14,6 +14,9 @@ struct WoodburyStats {
 
 // rhs (column-major n x m) <- (K + ridge I)^{-1} rhs. With stats non-null, also the diagnostics (O(N^3)).
 // Throws NotPositiveDefinite when N ridge I + H^T H is not numerically positive definite.
+// F: precision of the features and of each panel's products (sums over panels and the factorisation are
+// in double).
+template <class F>
 void woodbury_solve(const Particles& p, const Inputs& x, Activation act, double ridge, double* rhs, long m,
                     long sample_panel, int n_threads, WoodburyStats* stats);
 

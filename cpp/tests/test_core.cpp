@@ -83,7 +83,7 @@ int main() {
 
     // Gram against naive loops.
     std::vector<double> k(pb.n * pb.n), h(pb.n * pb.N);
-    gram_symmetric(p, x, Activation::Tanh, opt.block_size, nullptr, k.data(), 2);
+    gram_symmetric<double>(p, x, Activation::Tanh, opt.block_size, nullptr, k.data(), 2);
     features(p, x, Activation::Tanh, h.data(), 2);
     double err = 0;
     for (long r = 0; r < pb.n; ++r)
@@ -116,6 +116,25 @@ int main() {
         }
         check(worst < 1e-6 * scale, cache ? "drift = N dG/dw (cached features)" : "drift = N dG/dw (streamed)",
               worst / scale);
+    }
+
+    // float32 option: features and products in float, sums and factorisation in double.
+    {
+        opt.cache_bytes = std::size_t(1) << 30;
+        std::vector<double> g64(pb.N * (pb.d + 1)), g32(g64.size());
+        drift(p, x, y, hy, Activation::Tanh, nullptr, g64.data(), nullptr, opt);
+        Options single = opt;
+        single.single_precision = true;
+        drift(p, x, y, hy, Activation::Tanh, nullptr, g32.data(), nullptr, single);
+        double worst = 0, scale = 0;
+        for (std::size_t i = 0; i < g64.size(); ++i) {
+            worst = std::max(worst, std::abs(g64[i] - g32[i]));
+            scale = std::max(scale, std::abs(g64[i]));
+        }
+        check(worst < 1e-4 * scale && worst > 0, "float32 drift within 1e-4 of float64 (and not identical)",
+              worst / scale);
+        const Diagnostics d32 = objective(p, x, y, hy, Activation::Tanh, single);
+        check(std::abs(d32.G - dg.G) < 1e-5 * std::abs(dg.G), "float32 objective within 1e-5", std::abs(d32.G - dg.G));
     }
 
     // The step is reproducible for any thread count, and noise is standard normal.
@@ -184,7 +203,7 @@ int main() {
         for (double& v : ws) v = normal(gen);
         const Inputs xl(xs.data(), n, d);
         const Particles pl{ws.data(), N, d + 1};
-        gram_symmetric(pl, xl, Activation::Tanh, 32, nullptr, kk.data(), 2);
+        gram_symmetric<double>(pl, xl, Activation::Tanh, 32, nullptr, kk.data(), 2);
         features(pl, xl, Activation::Tanh, hh.data(), 2);
         double gerr = 0;
         for (long r = 0; r < n; ++r)
