@@ -3,8 +3,9 @@
 The second layer is always solved exactly (kernel ridge regression on the intrinsic kernel of the first
 layer); the first layer follows noisy particle gradient descent. See ``mfkern.core`` for the low-level API.
 """
-from . import checkpoint, core, plot  # plot imports matplotlib only when called
+from . import checkpoint, core, losses, plot  # plot imports matplotlib only when called
 from .checkpoint import CheckpointError
+from .classifier import MeanFieldClassifier
 from .estimator import DivergenceError, MeanFieldRegressor
 from .core import (
     NotPositiveDefiniteError,
@@ -23,10 +24,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MeanFieldRegressor",
+    "MeanFieldClassifier",
     "DivergenceError",
     "CheckpointError",
     "checkpoint",
     "core",
+    "losses",
     "plot",
     "NotPositiveDefiniteError",
     "degrees_of_freedom",

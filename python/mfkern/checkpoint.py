@@ -1,15 +1,17 @@
-"""Portable, atomic checkpoints of a fitted MeanFieldRegressor.
+"""Portable, atomic checkpoints of a fitted MeanFieldRegressor (or MeanFieldClassifier).
 
 A checkpoint is an ``.npz`` file (a zip of ``.npy`` arrays) readable with ``numpy.load(path,
 allow_pickle=False)``: nothing in it is pickled, so loading never executes code. It holds
 
-- ``format`` ("mfkern.MeanFieldRegressor") and ``format_version`` (an integer, :data:`FORMAT_VERSION`),
+- ``format`` ("mfkern.MeanFieldRegressor", or the ``_checkpoint_format`` of another estimator class such as
+  "mfkern.MeanFieldClassifier") and ``format_version`` (an integer, :data:`FORMAT_VERSION`),
 - ``params``: the constructor parameters as JSON text (``callbacks`` are code and are stored as null; a
   ``random_state`` that is not an int or None is stored as null, the seed actually used is in ``seed``),
 - ``particles``, ``n_steps_done``, ``seed`` (uint64): with these a warm-started run continues the exact
   trajectory, since the noise of step t is keyed by (seed, t),
 - ``dual_coef``, ``coef``, ``n_features_in``, ``y_one_d`` and ``feature_names_in`` (when fitted on named columns),
-- ``history.<key>`` for every key of ``history_``.
+- ``history.<key>`` for every key of ``history_``,
+- entries particular to an estimator class (its ``_checkpoint_arrays()``; e.g. the classifier's ``classes``).
 
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over `path` with ``os.replace``, so a crash while saving leaves either the old checkpoint or
@@ -54,11 +56,11 @@ def _json_param(name, value):
 
 
 def save(estimator, path):
-    """Write a fitted MeanFieldRegressor to `path` atomically (see the module docstring for the format).
+    """Write a fitted MFLD estimator to `path` atomically (see the module docstring for the format).
 
     Parameters
     ----------
-    estimator : MeanFieldRegressor
+    estimator : MeanFieldRegressor or MeanFieldClassifier
         A fitted estimator.
     path : str or os.PathLike
         Destination file; replaced atomically if it exists.
@@ -70,7 +72,7 @@ def save(estimator, path):
     check_is_fitted(estimator, ("particles_", "coef_"))
     params = {name: _json_param(name, value) for name, value in estimator.get_params(deep=False).items()}
     arrays = {
-        "format": np.array(FORMAT_NAME),
+        "format": np.array(getattr(type(estimator), "_checkpoint_format", FORMAT_NAME)),
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "mfkern_version": np.array(__version__),
         "params": np.array(json.dumps(params, sort_keys=True, allow_nan=False)),
@@ -87,6 +89,9 @@ def save(estimator, path):
         arrays["feature_names_in"] = np.asarray(names, dtype=str)
     for key, values in estimator.history_.items():
         arrays[f"history.{key}"] = np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
+    extra = getattr(estimator, "_checkpoint_arrays", None)
+    if extra is not None:
+        arrays.update(extra())
     write_npz_atomic(path, arrays)
 
 
@@ -174,7 +179,8 @@ def load(path, cls=None):
     ----------
     path : str or os.PathLike
     cls : type, optional
-        The estimator class (default: :class:`mfkern.estimator.MeanFieldRegressor`).
+        The estimator class (default: :class:`mfkern.estimator.MeanFieldRegressor`); the file must hold its
+        format (``cls._checkpoint_format``).
 
     Raises
     ------
@@ -187,11 +193,17 @@ def load(path, cls=None):
     from .estimator import HISTORY_KEYS, MeanFieldRegressor
 
     cls = MeanFieldRegressor if cls is None else cls
+    expected_format = getattr(cls, "_checkpoint_format", FORMAT_NAME)
+    history_keys = getattr(cls, "_history_keys", HISTORY_KEYS)
     path = os.fspath(path)
     contents = _read(path)
     missing = [key for key in _REQUIRED if key not in contents]
-    if "format" in contents and str(contents["format"][()]) != FORMAT_NAME:
-        raise CheckpointError(f"{path!r} is not an mfkern checkpoint (format {str(contents['format'][()])!r})")
+    if "format" in contents and str(contents["format"][()]) != expected_format:
+        found = str(contents["format"][()])
+        if found.startswith("mfkern.") and found != "mfkern.":
+            raise CheckpointError(f"{path!r} is a {found} checkpoint, not a {expected_format} one: load it with "
+                                  f"{found}.load")
+        raise CheckpointError(f"{path!r} is not an mfkern checkpoint (format {found!r})")
     if missing:
         raise CheckpointError(f"{path!r} is not an mfkern checkpoint: missing entries {missing}")
     version = int(_scalar(contents, "format_version", path, "iu"))
@@ -218,7 +230,7 @@ def load(path, cls=None):
         raise CheckpointError(f"{path!r}: coef {coef.shape} and dual_coef {dual.shape} do not match "
                               f"{particles.shape[0]} particles")
     history = {}
-    for key in HISTORY_KEYS:
+    for key in history_keys:
         values = contents.get(f"history.{key}")
         if values is None or values.ndim != 1:
             raise CheckpointError(f"{path!r}: missing or malformed history entry {key!r}")
@@ -232,9 +244,16 @@ def load(path, cls=None):
     estimator.dual_coef_ = dual
     estimator.coef_ = coef
     estimator.n_features_in_ = n_features
-    estimator.n_outputs_ = 1 if one_d else coef.shape[1]
     estimator._y_one_d = one_d
     estimator.history_ = history
     if "feature_names_in" in contents:
         estimator.feature_names_in_ = contents["feature_names_in"].astype(object)
+    restore = getattr(estimator, "_from_checkpoint", None)
+    if restore is None:
+        estimator.n_outputs_ = 1 if one_d else coef.shape[1]
+    else:
+        try:
+            restore(contents)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path!r}: invalid {expected_format} entries: {exc}") from exc
     return estimator

@@ -9,6 +9,9 @@ Long runs are safe: Ctrl-C stops at the end of the current step and leaves a usa
 raises :class:`DivergenceError` and leaves the estimator at its last good step, ``save``/``load`` write a
 portable checkpoint atomically, and a reloaded run continued with ``warm_start=True`` follows the same
 trajectory bit for bit (the noise is counter-based: its position is just ``(seed_, n_steps_done_)``).
+
+The training loop and these guarantees live in ``_MeanFieldBase``, shared with
+:class:`mfkern.classifier.MeanFieldClassifier`; each estimator supplies its loss-specific step and diagnostics.
 """
 from __future__ import annotations
 
@@ -179,12 +182,317 @@ class _Run:
     block_size: Optional[int]
     ridge: float
     one_d: bool = False                # y was 1-D: predictions and coefficients are returned 1-D
+    warm: Any = None                   # latest dual coefficients (n, T) on this fit's data (iterative solvers)
     t0: float = 0.0
     wall_offset: float = 0.0
     progress: Any = None
 
 
-class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, BaseEstimator):
+class _StepFailure(Exception):
+    """Raised by a training step hook when the step cannot be computed; `cause` says why, in words.
+
+    The original exception, if any, is chained as ``__cause__`` and ends up as the cause of the
+    :class:`DivergenceError`.
+    """
+
+    def __init__(self, cause):
+        super().__init__(cause)
+        self.cause = cause
+
+
+class _MeanFieldBase(BaseEstimator):
+    """What every two-timescale MFLD estimator shares: parameter checks, the training loop with its
+    safety guarantees (deferred Ctrl-C, divergence roll-back, callbacks, logging), the learned kernel and
+    features, and checkpoints.
+
+    A subclass provides the loss-specific hooks: ``_step`` (one Langevin step, returning the new particles and
+    the dual coefficients and data term at the old ones), ``_diagnostics`` (the history entry, dual
+    coefficients and second-layer weights at given particles), ``_set_second_layer`` and the text hooks
+    ``_log_line``, ``_postfix`` and ``_divergence_hint``; and ``fit``, which validates its data and calls
+    ``_run_training``. ``_history_keys`` names the history columns and ``_checkpoint_format`` the checkpoint
+    format (see :mod:`mfkern.checkpoint`).
+    """
+
+    _history_keys = HISTORY_KEYS
+    _checkpoint_format = "mfkern.MeanFieldRegressor"
+
+    @property
+    def _n_features_out(self):
+        """Number of features of `transform` (one per particle), for get_feature_names_out."""
+        return self.particles_.shape[0]
+
+    def _check_common_params(self):
+        """Validate the parameters every MFLD estimator has; returns them as a dict of clean values."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
+        n_threads_value(self.n_threads)
+        block_size_value(self.block_size)
+        return dict(
+            n_particles=integer(self.n_particles, "n_particles", minimum=1, maximum=2**32),
+            lam=positive(self.lam, "lam"),
+            lam_a=positive(self.lam_a, "lam_a"),
+            lam_w=positive(self.lam_w, "lam_w"),
+            eta=positive(self.eta, "eta"),
+            n_steps=integer(self.n_steps, "n_steps", minimum=0),
+            activation=activation_name(self.activation),
+            n_threads=None if self.n_threads is None else int(self.n_threads),
+            log_every=integer(self.log_every, "log_every", minimum=1),
+            verbose=_verbosity(self.verbose),
+            callbacks=_callback_list(self.callbacks),
+            block_size=None if self.block_size is None else int(self.block_size),
+        )
+
+    def _core_kwargs(self):
+        return dict(activation=self.activation, block_size=self.block_size, n_threads=self.n_threads)
+
+    def _check_X(self, X, name="X"):
+        """X for a fitted estimator: validated like at fit, with the same number of features."""
+        check_is_fitted(self, ("particles_", "coef_"))
+        if X is None:
+            raise TypeError(f"{name} must be an array, got None")
+        return _validate_data(self, X, reset=False, dtype=np.float64)
+
+    # ------------------------------------------------------------------ training
+    def _continuation(self, p, continuing):
+        """Checks for a warm start and the step budget; the seed of a fresh fit (None when continuing).
+
+        The seed is drawn here, once, before any work.
+        """
+        if continuing:
+            if self.particles_.shape[0] != p["n_particles"]:
+                raise ValueError(f"n_particles={p['n_particles']} differs from the {self.particles_.shape[0]} "
+                                 "particles being continued (warm_start=True)")
+            start = self.n_steps_done_
+        else:
+            start = 0
+        if start + p["n_steps"] > _MAX_STEPS:
+            raise ValueError(f"n_steps={p['n_steps']} would take the step counter past 2**32 "
+                             f"({start} steps already done)")
+        return None if continuing else _seed_from(self.random_state)
+
+    def _run_training(self, run, seed, continuing):
+        """Initialise (fresh fit) and run the step loop under deferred Ctrl-C and the thread limits."""
+        run.t0 = time.perf_counter()
+        with core.thread_limits(run.n_threads), _DeferredInterrupt() as interrupt:
+            run.progress = self._progress_bar(run)
+            try:
+                if continuing:
+                    run.wall_offset = self.history_["wall_time"][-1] if self.history_["wall_time"] else 0.0
+                    good, stop = None, False  # nothing changed yet: on failure the previous fit stays as it was
+                else:
+                    good, stop = self._initialise(run, seed)
+                self._train(run, good, interrupt, stop)
+            except KeyboardInterrupt:
+                # A second Ctrl-C (or one under a non-default handler): settle on the last complete step.
+                self._settle(run)
+                raise
+            finally:
+                if run.progress is not None:
+                    run.progress.close()
+            if interrupt.requested:
+                raise KeyboardInterrupt
+
+    @staticmethod
+    def _check_direction(target_direction, d):
+        if target_direction is None:
+            return None
+        u = as_float_array(target_direction, "target_direction", ndim=(1,))
+        if u.shape[0] != d:
+            raise ValueError(f"target_direction must have length {d} (one entry per feature), got {u.shape[0]}")
+        if not np.any(u):
+            raise ValueError("target_direction must not be the zero vector")
+        return u
+
+    def _initialise(self, run, seed):
+        """Fresh particles from N(0, I/lam_w), logged as step 0 (callbacks included).
+
+        Returns the good state (0, particles, A) and whether a callback asked to stop.
+        """
+        W = np.random.default_rng(seed).standard_normal((run.n_particles, run.X.shape[1] + 1))
+        W /= math.sqrt(run.lam_w)
+        try:
+            diag, A, coef = self._diagnostics(W, 0, run)
+        except DivergenceError as exc:
+            self._diverge(run, None, 0, exc.cause, exc.__cause__)
+        # Assign the fitted state only now that it is complete and consistent.
+        self.seed_ = seed
+        self.particles_ = W
+        self.n_steps_done_ = 0
+        self.history_ = {key: [] for key in self._history_keys}
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+        return (0, W, A), self._call_back(run, diag)
+
+    def _train(self, run, good, interrupt, stop=False):
+        """The step loop. `good` = (step, particles, A) of the last state whose second layer is known."""
+        last = self.n_steps_done_ + (0 if stop else run.n_steps)
+        # A fresh fit logged step 0 already; a warm start must refresh the second layer on this fit's data.
+        logged = good is not None
+        while self.n_steps_done_ < last and not interrupt.requested:
+            step = self.n_steps_done_
+            W = self.particles_
+            try:
+                W_new, A, U = self._step(run, W, step)
+            except _StepFailure as exc:
+                self._diverge(run, good, step + 1, exc.cause, exc.__cause__)
+            if not math.isfinite(U):
+                self._diverge(run, good, step + 1, "the objective U is not finite")
+            good = (step, W, A)  # the second layer at W is known now
+            if not np.isfinite(W_new).all():
+                self._diverge(run, good, step + 1, "the particles became non-finite")
+            # Commit the step: particles first, so the step count never runs ahead of its particles.
+            self.particles_ = W_new
+            self.n_steps_done_ = step + 1
+            logged = False
+            if run.progress is not None:
+                run.progress.update(1)
+            if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
+                diag = self._log(run, good)
+                good = (self.n_steps_done_, self.particles_, self._dual_2d())
+                logged = True
+                if self._call_back(run, diag):
+                    break
+        if not logged:  # stopped by Ctrl-C between log steps, or a warm start with n_steps=0
+            self._log(run, good)
+
+    def _log(self, run, good):
+        """Diagnostics at the current particles, recorded to the history; sets the second layer."""
+        try:
+            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+        except DivergenceError as exc:
+            self._diverge(run, good, exc.step, exc.cause, exc.__cause__)
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+        return diag
+
+    def _dual_2d(self):
+        return self.dual_coef_.reshape(self.dual_coef_.shape[0], -1)
+
+    def _record(self, diag, run):
+        for key in self._history_keys:
+            self.history_[key].append(diag[key])
+        if run.verbose and run.progress is not None:
+            run.progress.set_postfix(**self._postfix(diag), refresh=False)
+        elif run.verbose:
+            print(f"[{type(self).__name__}] step {diag['step']}: {self._log_line(diag)} "
+                  f"time={diag['wall_time']:.1f}s", file=sys.stderr, flush=True)
+
+    def _call_back(self, run, diag):
+        stop = False
+        for callback in run.callbacks:
+            stop = bool(callback(self, diag["step"], dict(diag))) or stop
+        return stop
+
+    def _progress_bar(self, run):
+        if not run.verbose or run.n_steps == 0 or not _isatty(sys.stderr):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=run.n_steps, desc="MFLD", unit="step", file=sys.stderr)
+
+    def _divergence_hint(self, run, cause):
+        """A hint for the DivergenceError message, from the cause."""
+        if "positive definite" in cause:
+            return (f"the ridge n*lam*lam_a = {run.ridge:.3g} is probably too small (increase lam or lam_a), "
+                    f"or the step size eta = {run.eta:g} too large")
+        return (f"the step size eta = {run.eta:g} is probably too large (try a smaller eta), "
+                f"or the ridge n*lam*lam_a = {run.ridge:.3g} too small")
+
+    def _diverge(self, run, good, step, cause, exc=None):
+        """Roll the fitted state back to `good` and raise DivergenceError naming the step and the cause."""
+        self._restore(run, good)
+        left = getattr(self, "n_steps_done_", None)
+        hint = self._divergence_hint(run, cause)
+        where = "at initialisation" if step == 0 else f"at step {step}"
+        kept = "No fitted state was kept" if left is None else f"The estimator was left at step {left}"
+        raise DivergenceError(f"{type(self).__name__} diverged {where}: {cause}; {hint}. {kept}.",
+                              step=step, n_steps_done=left, cause=cause) from exc
+
+    def _restore(self, run, good):
+        """Make the fitted state the good state (step, particles, A): particles, second layer, history."""
+        if good is None:
+            return
+        step, W, A = good
+        self.particles_ = W
+        self.n_steps_done_ = step
+        run.warm = A  # an iterative solver restarted at W from its own solution returns it unchanged
+        history = self.history_
+        keep = sum(1 for s in history["step"] if s <= step)
+        for key in self._history_keys:
+            del history[key][keep:]
+        diag = None
+        if history["step"][-1] != step:  # log the step we fall back to, when its diagnostics can be computed
+            try:
+                diag, A, coef = self._diagnostics(W, step, run)
+            except DivergenceError:
+                pass
+        if diag is None:
+            coef = core.output_weights(W, run.X, A, activation=run.activation, block_size=run.block_size,
+                                       n_threads=run.n_threads)
+        self._set_second_layer(A, coef, run)
+        if diag is not None:
+            self._record(diag, run)
+
+    def _settle(self, run):
+        """After a hard interrupt: make the second layer and history match the last committed step."""
+        if not hasattr(self, "history_") or self.history_["step"][-1] == self.n_steps_done_:
+            return
+        try:
+            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+        except DivergenceError:
+            return
+        self._set_second_layer(A, coef, run)
+        self._record(diag, run)
+
+    # ------------------------------------------------------------------ learned kernel and features
+    def kernel(self, X, X2=None):
+        """The learned intrinsic kernel k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k) between rows of X and X2.
+
+        Shape (m, m2) (X2=None: X2 = X, symmetric). ``KernelRidge(kernel="precomputed")`` accepts it.
+        """
+        X = self._check_X(X)
+        if X2 is not None:
+            X2 = self._check_X(X2, "X2")
+        return core.gram(self.particles_, X, X2, **self._core_kwargs())
+
+    def transform(self, X):
+        """Features (1/sqrt N) h(x; w_k), shape (m, N): ``transform(X) @ transform(X2).T == kernel(X, X2)``."""
+        X = self._check_X(X)
+        H = core.features(self.particles_, X, self.activation, n_threads=self.n_threads)
+        H /= math.sqrt(self.particles_.shape[0])
+        return H
+
+    def _network_output(self, X):
+        """f(x) = (1/N) sum_k a_k h(x; w_k) at validated rows X, shape (m, T)."""
+        coef = self.coef_.reshape(self.coef_.shape[0], -1)
+        return core.network_output(self.particles_, coef, X, **self._core_kwargs())
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_arrays(self):
+        """Checkpoint entries particular to this estimator class (name -> plain ndarray)."""
+        return {}
+
+    def _from_checkpoint(self, contents):
+        """Restore what `_checkpoint_arrays` wrote (and derived attributes) after the common entries are set."""
+        self.n_outputs_ = 1 if self._y_one_d else self.coef_.shape[1]
+
+    def save(self, path):
+        """Write a portable checkpoint (npz, no pickled code) atomically to `path`; see mfkern.checkpoint."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a checkpoint written by :meth:`save`; never executes code from the file."""
+        from .checkpoint import load
+
+        return load(path, cls)
+
+
+class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, _MeanFieldBase):
     """Two-layer network trained by two-timescale mean-field Langevin dynamics (MFLD).
 
     The first layer is N particles w_k = (u_k, b_k), neuron h(x; w) = act(u.x + b), initialised from
@@ -281,42 +589,11 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
     def _more_tags(self):  # pragma: no cover - scikit-learn < 1.6
         return {"multioutput": True}
 
-    @property
-    def _n_features_out(self):
-        """Number of features of `transform` (one per particle), for get_feature_names_out."""
-        return self.particles_.shape[0]
-
     def _check_params(self):
         """Validate the parameters; returns them as a dict of clean values."""
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
-        n_threads_value(self.n_threads)
-        block_size_value(self.block_size)
-        return dict(
-            n_particles=integer(self.n_particles, "n_particles", minimum=1, maximum=2**32),
-            lam=positive(self.lam, "lam"),
-            lam_a=positive(self.lam_a, "lam_a"),
-            lam_w=positive(self.lam_w, "lam_w"),
-            eta=positive(self.eta, "eta"),
-            n_steps=integer(self.n_steps, "n_steps", minimum=0),
-            activation=activation_name(self.activation),
-            label_noise=non_negative(self.label_noise, "label_noise"),
-            n_threads=None if self.n_threads is None else int(self.n_threads),
-            log_every=integer(self.log_every, "log_every", minimum=1),
-            verbose=_verbosity(self.verbose),
-            callbacks=_callback_list(self.callbacks),
-            block_size=None if self.block_size is None else int(self.block_size),
-        )
-
-    def _core_kwargs(self):
-        return dict(activation=self.activation, block_size=self.block_size, n_threads=self.n_threads)
-
-    def _check_X(self, X, name="X"):
-        """X for a fitted estimator: validated like at fit, with the same number of features."""
-        check_is_fitted(self, ("particles_", "coef_"))
-        if X is None:
-            raise TypeError(f"{name} must be an array, got None")
-        return _validate_data(self, X, reset=False, dtype=np.float64)
+        p = self._check_common_params()
+        p["label_noise"] = non_negative(self.label_noise, "label_noise")
+        return p
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None):
@@ -350,39 +627,10 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         n, d = X.shape
         X_val, Y_val = self._check_validation(X_val, y_val, d, Y.shape[1])
         direction = self._check_direction(target_direction, d)
-        if continuing:
-            if self.particles_.shape[0] != p["n_particles"]:
-                raise ValueError(f"n_particles={p['n_particles']} differs from the {self.particles_.shape[0]} "
-                                 "particles being continued (warm_start=True)")
-            start = self.n_steps_done_
-        else:
-            start = 0
-        if start + p["n_steps"] > _MAX_STEPS:
-            raise ValueError(f"n_steps={p['n_steps']} would take the step counter past 2**32 "
-                             f"({start} steps already done)")
-        seed = None if continuing else _seed_from(self.random_state)  # drawn once, before any work
+        seed = self._continuation(p, continuing)
         run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, **p)
-        run.t0 = time.perf_counter()
-
-        with core.thread_limits(run.n_threads), _DeferredInterrupt() as interrupt:
-            run.progress = self._progress_bar(run)
-            try:
-                if continuing:
-                    run.wall_offset = self.history_["wall_time"][-1] if self.history_["wall_time"] else 0.0
-                    good, stop = None, False  # nothing changed yet: on failure the previous fit stays as it was
-                else:
-                    good, stop = self._initialise(run, seed)
-                self._train(run, good, interrupt, stop)
-            except KeyboardInterrupt:
-                # A second Ctrl-C (or one under a non-default handler): settle on the last complete step.
-                self._settle(run)
-                raise
-            finally:
-                if run.progress is not None:
-                    run.progress.close()
-            if interrupt.requested:
-                raise KeyboardInterrupt
+        self._run_training(run, seed, continuing)
         return self
 
     def _check_validation(self, X_val, y_val, d, T):
@@ -398,81 +646,15 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
             raise ValueError(f"y_val must have {T} target column(s) like y, got {Y_val.shape[1]}")
         return X_val, Y_val
 
-    @staticmethod
-    def _check_direction(target_direction, d):
-        if target_direction is None:
-            return None
-        u = as_float_array(target_direction, "target_direction", ndim=(1,))
-        if u.shape[0] != d:
-            raise ValueError(f"target_direction must have length {d} (one entry per feature), got {u.shape[0]}")
-        if not np.any(u):
-            raise ValueError("target_direction must not be the zero vector")
-        return u
-
-    def _initialise(self, run, seed):
-        """Fresh particles from N(0, I/lam_w), logged as step 0 (callbacks included).
-
-        Returns the good state (0, particles, A) and whether a callback asked to stop.
-        """
-        W = np.random.default_rng(seed).standard_normal((run.n_particles, run.X.shape[1] + 1))
-        W /= math.sqrt(run.lam_w)
+    def _step(self, run, W, step):
+        """One Langevin step of the squared loss: (new particles, A at W, U at W)."""
         try:
-            diag, A, coef = self._diagnostics(W, 0, run)
-        except DivergenceError as exc:
-            self._diverge(run, None, 0, exc.cause, exc.__cause__)
-        # Assign the fitted state only now that it is complete and consistent.
-        self.seed_ = seed
-        self.particles_ = W
-        self.n_steps_done_ = 0
-        self.history_ = {key: [] for key in HISTORY_KEYS}
-        self._set_second_layer(A, coef, run)
-        self._record(diag, run)
-        return (0, W, A), self._call_back(run, diag)
-
-    def _train(self, run, good, interrupt, stop=False):
-        """The step loop. `good` = (step, particles, A) of the last state whose second layer is known."""
-        last = self.n_steps_done_ + (0 if stop else run.n_steps)
-        # A fresh fit logged step 0 already; a warm start must refresh the second layer on this fit's data.
-        logged = good is not None
-        while self.n_steps_done_ < last and not interrupt.requested:
-            step = self.n_steps_done_
-            W = self.particles_
-            try:
-                W_new, A, U = core.langevin_step(
-                    W, run.X, run.Y, eta=run.eta, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, seed=self.seed_,
-                    step=step, activation=run.activation, label_noise_level=run.label_noise,
-                    block_size=run.block_size, n_threads=run.n_threads, return_dual=True)
-            except core.NotPositiveDefiniteError as exc:
-                self._diverge(run, good, step + 1, "K + ridge I is not positive definite", exc)
-            if not math.isfinite(U):
-                self._diverge(run, good, step + 1, "the objective U is not finite")
-            good = (step, W, A)  # the second layer at W is known now
-            if not np.isfinite(W_new).all():
-                self._diverge(run, good, step + 1, "the particles became non-finite")
-            # Commit the step: particles first, so the step count never runs ahead of its particles.
-            self.particles_ = W_new
-            self.n_steps_done_ = step + 1
-            logged = False
-            if run.progress is not None:
-                run.progress.update(1)
-            if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
-                diag = self._log(run, good)
-                good = (self.n_steps_done_, self.particles_, self._dual_2d())
-                logged = True
-                if self._call_back(run, diag):
-                    break
-        if not logged:  # stopped by Ctrl-C between log steps, or a warm start with n_steps=0
-            self._log(run, good)
-
-    def _log(self, run, good):
-        """Diagnostics at the current particles, recorded to the history; sets the second layer."""
-        try:
-            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
-        except DivergenceError as exc:
-            self._diverge(run, good, exc.step, exc.cause, exc.__cause__)
-        self._set_second_layer(A, coef, run)
-        self._record(diag, run)
-        return diag
+            return core.langevin_step(
+                W, run.X, run.Y, eta=run.eta, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, seed=self.seed_,
+                step=step, activation=run.activation, label_noise_level=run.label_noise,
+                block_size=run.block_size, n_threads=run.n_threads, return_dual=True)
+        except core.NotPositiveDefiniteError as exc:
+            raise _StepFailure("K + ridge I is not positive definite") from exc
 
     def _diagnostics(self, W, step, run):
         """The history entry at particles W (one Gram for all of it), the dual coefficients A (n, T) and the
@@ -514,124 +696,19 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         self.n_outputs_ = run.Y.shape[1]
         self._y_one_d = run.one_d
 
-    def _dual_2d(self):
-        return self.dual_coef_.reshape(self.dual_coef_.shape[0], -1)
+    def _postfix(self, diag):
+        return dict(G=f"{diag['G']:.4g}", dof=f"{diag['dof']:.1f}", mse=f"{diag['train_mse']:.3g}")
 
-    def _record(self, diag, run):
-        for key in HISTORY_KEYS:
-            self.history_[key].append(diag[key])
-        if run.verbose and run.progress is not None:
-            run.progress.set_postfix(G=f"{diag['G']:.4g}", dof=f"{diag['dof']:.1f}",
-                                     mse=f"{diag['train_mse']:.3g}", refresh=False)
-        elif run.verbose:
-            print(f"[MeanFieldRegressor] step {diag['step']}: U={diag['U']:.6g} G={diag['G']:.6g} "
-                  f"dof={diag['dof']:.2f} alignment={diag['kernel_alignment']:.4f} "
-                  f"train_mse={diag['train_mse']:.4g} val_mse={diag['val_mse']:.4g} "
-                  f"time={diag['wall_time']:.1f}s", file=sys.stderr, flush=True)
-
-    def _call_back(self, run, diag):
-        stop = False
-        for callback in run.callbacks:
-            stop = bool(callback(self, diag["step"], dict(diag))) or stop
-        return stop
-
-    def _progress_bar(self, run):
-        if not run.verbose or run.n_steps == 0 or not _isatty(sys.stderr):
-            return None
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return None
-        return tqdm(total=run.n_steps, desc="MFLD", unit="step", file=sys.stderr)
-
-    def _diverge(self, run, good, step, cause, exc=None):
-        """Roll the fitted state back to `good` and raise DivergenceError naming the step and the cause."""
-        self._restore(run, good)
-        left = getattr(self, "n_steps_done_", None)
-        if "positive definite" in cause:
-            hint = (f"the ridge n*lam*lam_a = {run.ridge:.3g} is probably too small (increase lam or lam_a), "
-                    f"or the step size eta = {run.eta:g} too large")
-        else:
-            hint = (f"the step size eta = {run.eta:g} is probably too large (try a smaller eta), "
-                    f"or the ridge n*lam*lam_a = {run.ridge:.3g} too small")
-        where = "at initialisation" if step == 0 else f"at step {step}"
-        kept = "No fitted state was kept" if left is None else f"The estimator was left at step {left}"
-        raise DivergenceError(f"MeanFieldRegressor diverged {where}: {cause}; {hint}. {kept}.",
-                              step=step, n_steps_done=left, cause=cause) from exc
-
-    def _restore(self, run, good):
-        """Make the fitted state the good state (step, particles, A): particles, second layer, history."""
-        if good is None:
-            return
-        step, W, A = good
-        self.particles_ = W
-        self.n_steps_done_ = step
-        history = self.history_
-        keep = sum(1 for s in history["step"] if s <= step)
-        for key in HISTORY_KEYS:
-            del history[key][keep:]
-        diag = None
-        if history["step"][-1] != step:  # log the step we fall back to, when its diagnostics can be computed
-            try:
-                diag, A, coef = self._diagnostics(W, step, run)
-            except DivergenceError:
-                pass
-        if diag is None:
-            coef = core.output_weights(W, run.X, A, activation=run.activation, block_size=run.block_size,
-                                       n_threads=run.n_threads)
-        self._set_second_layer(A, coef, run)
-        if diag is not None:
-            self._record(diag, run)
-
-    def _settle(self, run):
-        """After a hard interrupt: make the second layer and history match the last committed step."""
-        if not hasattr(self, "history_") or self.history_["step"][-1] == self.n_steps_done_:
-            return
-        try:
-            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
-        except DivergenceError:
-            return
-        self._set_second_layer(A, coef, run)
-        self._record(diag, run)
+    def _log_line(self, diag):
+        return (f"U={diag['U']:.6g} G={diag['G']:.6g} dof={diag['dof']:.2f} "
+                f"alignment={diag['kernel_alignment']:.4f} train_mse={diag['train_mse']:.4g} "
+                f"val_mse={diag['val_mse']:.4g}")
 
     # ------------------------------------------------------------------ inference
     def predict(self, X):
         """Network output f(x) = (1/N) sum_k a_k h(x; w_k): shape (m,) or (m, T) like y at fit."""
-        X = self._check_X(X)
-        coef = self.coef_.reshape(self.coef_.shape[0], -1)
-        out = core.network_output(self.particles_, coef, X, **self._core_kwargs())
+        out = self._network_output(self._check_X(X))
         return out[:, 0] if self._y_one_d else out
-
-    def kernel(self, X, X2=None):
-        """The learned intrinsic kernel k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k) between rows of X and X2.
-
-        Shape (m, m2) (X2=None: X2 = X, symmetric). ``KernelRidge(kernel="precomputed")`` accepts it.
-        """
-        X = self._check_X(X)
-        if X2 is not None:
-            X2 = self._check_X(X2, "X2")
-        return core.gram(self.particles_, X, X2, **self._core_kwargs())
-
-    def transform(self, X):
-        """Features (1/sqrt N) h(x; w_k), shape (m, N): ``transform(X) @ transform(X2).T == kernel(X, X2)``."""
-        X = self._check_X(X)
-        H = core.features(self.particles_, X, self.activation, n_threads=self.n_threads)
-        H /= math.sqrt(self.particles_.shape[0])
-        return H
-
-    # ------------------------------------------------------------------ checkpoints
-    def save(self, path):
-        """Write a portable checkpoint (npz, no pickled code) atomically to `path`; see mfkern.checkpoint."""
-        from .checkpoint import save
-
-        save(self, path)
-
-    @classmethod
-    def load(cls, path):
-        """Read a checkpoint written by :meth:`save`; never executes code from the file."""
-        from .checkpoint import load
-
-        return load(path, cls)
 
 
 def _isatty(stream):

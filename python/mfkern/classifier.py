@@ -1,0 +1,396 @@
+"""MeanFieldClassifier: two-timescale mean-field Langevin dynamics with the logistic loss.
+
+The first layer is a cloud of N particles moved by noisy gradient steps, as in :class:`MeanFieldRegressor`;
+the second layer is always at its optimum for the logistic loss, i.e. kernel logistic regression with the
+intrinsic kernel of the particles, solved by Newton's method warm-started from the previous step
+(:func:`mfkern.losses.solve_second_layer`; PAPER.md section 8). The particle drift is the gradient of the
+first variation -(lam_a_bar/(2T)) ||a_mu(w)||^2 + (lam_w_bar/2) ||w||^2 with a_mu(w) = h(X; w)^T A,
+A = -(1/(n lam_a_bar)) l'(f(X), Y), computed by ``core.drift_given_dual``; a step is
+``core.langevin_step_given_dual`` with the same counter-based noise (keyed by the seed and the step) as the
+regressor. Training shares the regressor's machinery (:class:`mfkern.estimator._MeanFieldBase`): history,
+callbacks, deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints, bitwise resume and results
+independent of the thread count.
+
+Labels: any two labels (``classes_`` sorted, as scikit-learn does); internally y = +1 for ``classes_[1]``
+and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes,
+one-vs-rest: C outputs sharing the first layer, output c fitted to +1 for class c and -1 for the others
+(T = C in the drift, which averages over outputs); ``predict`` takes the largest output and
+``predict_proba`` normalises the C sigmoids to sum to one (as scikit-learn's one-vs-rest logistic regression).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import log_expit, logsumexp
+from sklearn.base import ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.multiclass import check_classification_targets
+
+from . import core
+from ._validation import as_float_array, integer, positive
+from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure, _validate_data
+from .losses import LogisticLoss, NewtonConvergenceError, _solve
+
+__all__ = ["MeanFieldClassifier", "CLASSIFIER_HISTORY_KEYS"]
+
+#: Keys of ``MeanFieldClassifier.history_`` (a dict of equally long lists, one entry per logged step).
+CLASSIFIER_HISTORY_KEYS = (
+    "step",                 # number of Langevin steps done when the entry was logged (0 = initialisation)
+    "U",                    # data term: mean over outputs of (1/n) sum_j l(f_j, y_j) + (lam*lam_a/2) A^T K A
+    "G",                    # U + (lam*lam_w/2) mean_k ||w_k||^2
+    "dof",                  # tr[K (K + n lam lam_a I)^{-1}], as for the regressor
+    "kernel_alignment",     # alignment of the Gram with the +-1 targets (one column per output)
+    "train_accuracy",       # fraction of training samples predicted right
+    "train_log_loss",       # mean negative log-probability of the true class (predict_proba's probabilities)
+    "val_accuracy",         # on X_val, y_val (NaN when not given)
+    "val_log_loss",         # on X_val, y_val (NaN when not given)
+    "parameter_alignment",  # alignment of the u_k with target_direction (NaN when not given)
+    "newton_iterations",    # Newton iterations of the second layer since the previous entry (this one included)
+    "wall_time",            # seconds of training so far, cumulated over warm-started fits
+)
+
+_LOSS = LogisticLoss()
+
+
+@dataclass
+class _ClassifierRun(_Run):
+    """A fit of the classifier: the regressor's run plus the labels and the Newton settings."""
+
+    classes: Any = None                # sorted labels
+    y_index: Any = None                # (n,) index into classes of each training label
+    val_index: Any = None              # (n_val,) index into classes of each validation label
+    newton_tol: float = 1e-8
+    newton_max_iter: int = 50
+    newton_iterations: int = 0         # Newton iterations since the last history entry
+
+
+def _log_probabilities(F):
+    """log p(class | x) from the outputs F (m, T): T = 1 binary, else one-vs-rest normalised sigmoids."""
+    if F.shape[1] == 1:
+        return np.column_stack([log_expit(-F[:, 0]), log_expit(F[:, 0])])
+    logs = log_expit(F)
+    return logs - logsumexp(logs, axis=1, keepdims=True)
+
+
+def _predicted_index(F):
+    """Index of the predicted class from the outputs F (m, T)."""
+    if F.shape[1] == 1:
+        return (F[:, 0] > 0).astype(np.intp)
+    return np.argmax(F, axis=1)
+
+
+def _scores(F, index):
+    """(accuracy, log-loss) of the outputs F (m, T) against true class indices."""
+    accuracy = float(np.mean(_predicted_index(F) == index))
+    log_loss = -float(np.mean(_log_probabilities(F)[np.arange(len(index)), index]))
+    return accuracy, log_loss
+
+
+class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClassifierMixin, _MeanFieldBase):
+    """Two-layer network classifier trained by two-timescale mean-field Langevin dynamics (logistic loss).
+
+    The first layer is N particles w_k = (u_k, b_k), neuron h(x; w) = act(u.x + b), initialised from
+    nu = N(0, I/lam_w) and moved by ``n_steps`` Euler-Maruyama steps w <- w - eta * grad + sqrt(2 eta lam) xi.
+    The second layer is kept at its optimum: kernel logistic regression with the intrinsic kernel
+    k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k), i.e. the minimiser over second layers a of
+    (1/n) sum_j log(1 + exp(-y_j f(x_j))) + (lam*lam_a/2) (1/N) sum_k a_k^2, solved by Newton's method
+    warm-started from the previous step. Binary labels use one output; C > 2 classes use C one-vs-rest outputs
+    sharing the first layer (see the module docstring). The objective G = U + (lam*lam_w/2) mean_k ||w_k||^2
+    reduces to the regressor's for the squared loss (:mod:`mfkern.losses`).
+
+    Parameters
+    ----------
+    n_particles : int, default=2000
+        Number of neurons N.
+    lam : float, default=0.004
+        Temperature and overall regularisation.
+    lam_a, lam_w : float, default=0.25
+        Second- and first-layer regularisation (effective values lam*lam_a, lam*lam_w).
+    eta : float, default=0.2
+        Step size.
+    n_steps : int, default=10000
+        Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
+    activation : {"tanh", "erf"}, default="tanh"
+    newton_tol : float, default=1e-8
+        Newton's method stops when max_j |n lam lam_a A_j + l'(f_j, y_j)| <= newton_tol (the optimality
+        residual, in units of the loss derivative, which lies in (-1, 1)).
+    newton_max_iter : int, default=50
+        Newton iterations allowed per solve and output; not converging raises :class:`DivergenceError`
+        naming the step.
+    random_state : int, RandomState, Generator or None, default=None
+        Source of the uint64 seed ``seed_`` keying all randomness, as for :class:`MeanFieldRegressor`: the
+        initial particles are ``np.random.default_rng(seed_).standard_normal((N, d+1)) / sqrt(lam_w)``; the
+        Langevin noise of step t is keyed by (seed_, t).
+    n_threads : int or None, default=None
+        Threads for the core and the BLAS (None: the OpenMP/BLAS defaults). Results do not depend on it.
+    log_every : int, default=100
+        Diagnostics are logged to ``history_`` every ``log_every`` steps, at step 0 of a fresh fit and at
+        the last step. Logging does not change the trajectory.
+    verbose : int, default=0
+        > 0: a tqdm progress bar when stderr is a terminal (and tqdm is installed), else one line per
+        logged step on stderr.
+    warm_start : bool, default=False
+        Continue from ``particles_``/``n_steps_done_``/``seed_`` (and the second layer, as Newton's start) of
+        the previous fit or a loaded checkpoint for another ``n_steps`` steps; the labels must have the same
+        classes. ``random_state`` is then ignored.
+    callbacks : callable, list of callables or None, default=None
+        Called at every logged step as ``callback(estimator, step, diagnostics)`` (diagnostics: a dict with
+        the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
+    block_size : int or None, default=None
+        Particles per block in the Gram and feature computations (memory knob; None: automatic).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels, sorted.
+    particles_ : ndarray of shape (n_particles, n_features_in_ + 1)
+        First-layer weights (u_k, b_k), one neuron per row.
+    dual_coef_ : ndarray of shape (n_samples,) (binary) or (n_samples, n_classes)
+        A = -(1/(n lam lam_a)) l'(f(X), Y) at ``particles_`` on the training data of the last fit.
+    coef_ : ndarray of shape (n_particles,) (binary) or (n_particles, n_classes)
+        Second-layer weights a_k = H[:, k]^T A; ``decision_function(X) = (1/N) sum_k a_k h(X; w_k)``.
+    n_steps_done_ : int
+        Langevin steps done since initialisation (over all warm-started fits).
+    seed_ : int
+        The uint64 seed keying the initialisation and the noise.
+    history_ : dict of lists
+        Diagnostics per logged step, keys :data:`CLASSIFIER_HISTORY_KEYS`.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X had string column names.
+    """
+
+    _history_keys = CLASSIFIER_HISTORY_KEYS
+    _checkpoint_format = "mfkern.MeanFieldClassifier"
+
+    def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
+                 activation="tanh", newton_tol=1e-8, newton_max_iter=50, random_state=None, n_threads=None,
+                 log_every=100, verbose=0, warm_start=False, callbacks=None, block_size=None):
+        self.n_particles = n_particles
+        self.lam = lam
+        self.lam_a = lam_a
+        self.lam_w = lam_w
+        self.eta = eta
+        self.n_steps = n_steps
+        self.activation = activation
+        self.newton_tol = newton_tol
+        self.newton_max_iter = newton_max_iter
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.log_every = log_every
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.block_size = block_size
+
+    # ------------------------------------------------------------------ scikit-learn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def _check_params(self):
+        """Validate the parameters; returns them as a dict of clean values."""
+        p = self._check_common_params()
+        p["newton_tol"] = positive(self.newton_tol, "newton_tol")
+        p["newton_max_iter"] = integer(self.newton_max_iter, "newton_max_iter", minimum=1)
+        return p
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None):
+        """Train the network by ``n_steps`` mean-field Langevin steps.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels of at least two classes (numbers, strings or booleans).
+        X_val, y_val : array-like, optional
+            Validation data, scored at every logged step (``history_["val_accuracy"]``,
+            ``history_["val_log_loss"]``). Give both or neither; y_val's labels must be among y's.
+        target_direction : array-like of shape (n_features,), optional
+            Direction u* for the parameter alignment ``history_["parameter_alignment"]``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        DivergenceError
+            When training diverges (non-finite particles, or Newton's method for the second layer not
+            converging); the estimator is left at its last good step.
+        KeyboardInterrupt
+            On Ctrl-C, after the current step; the estimator is left usable at that step.
+        """
+        p = self._check_params()
+        continuing = bool(self.warm_start) and hasattr(self, "particles_")
+        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64)
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y must hold samples of at least 2 classes to train a classifier; got 1 class "
+                             f"({classes[0]!r})")
+        if continuing and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"y has classes {list(classes)} but the model being continued (warm_start=True) was "
+                             f"fitted with classes {list(self.classes_)}")
+        n, d = X.shape
+        Y = self._signed_targets(y_index, len(classes))
+        X_val, val_index = self._check_validation(X_val, y_val, d, classes)
+        direction = self._check_direction(target_direction, d)
+        seed = self._continuation(p, continuing)
+        run = _ClassifierRun(X=X, Y=Y, X_val=X_val, Y_val=None, direction=direction, label_noise=0.0,
+                             ridge=n * p["lam"] * p["lam_a"], one_d=Y.shape[1] == 1, classes=classes,
+                             y_index=y_index, val_index=val_index, **p)
+        if continuing and self._dual_2d().shape == Y.shape:
+            run.warm = self._dual_2d()  # Newton restarts from the second layer it left (bitwise resume)
+        self._run_training(run, seed, continuing)
+        return self
+
+    @staticmethod
+    def _signed_targets(y_index, n_classes):
+        """The +-1 targets (n, T): T = 1 (+1 for classes_[1]) when binary, else one-vs-rest columns."""
+        if n_classes == 2:
+            return np.where(y_index == 1, 1.0, -1.0)[:, None]
+        Y = np.full((len(y_index), n_classes), -1.0)
+        Y[np.arange(len(y_index)), y_index] = 1.0
+        return Y
+
+    def _check_validation(self, X_val, y_val, d, classes):
+        if (X_val is None) != (y_val is None):
+            raise ValueError("X_val and y_val must be given together")
+        if X_val is None:
+            return None, None
+        X_val = as_float_array(X_val, "X_val", ndim=(2,))
+        if X_val.shape[1] != d:
+            raise ValueError(f"X_val must have {d} columns like X, got {X_val.shape[1]}")
+        y_val = np.asarray(y_val)
+        if y_val.ndim != 1 or y_val.shape[0] != X_val.shape[0]:
+            raise ValueError(f"y_val must be 1-D with {X_val.shape[0]} labels (one per row of X_val), "
+                             f"got shape {y_val.shape}")
+        unknown = np.setdiff1d(y_val, classes)
+        if unknown.size:
+            raise ValueError(f"y_val has labels {list(unknown[:5])} that are not among y's classes {list(classes)}")
+        return X_val, np.searchsorted(classes, y_val)
+
+    def _solve(self, K, run):
+        """Newton's method for the second layer at Gram K, from run.warm; updates run.warm and the count."""
+        # The public solve_second_layer without its input checks: K comes from core.gram and Y from fit.
+        A, F, U, iterations, _ = _solve(K, run.Y, _LOSS, run.ridge, run.warm, run.newton_tol, run.newton_max_iter)
+        run.warm = A
+        run.newton_iterations += iterations
+        return A, F, U
+
+    def _step(self, run, W, step):
+        """One Langevin step with the logistic second layer: (new particles, A at W, U at W)."""
+        K = core.gram(W, run.X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
+        try:
+            A, _, U = self._solve(K, run)
+        except NewtonConvergenceError as exc:
+            raise _StepFailure(str(exc)) from exc
+        W_new = core.langevin_step_given_dual(W, run.X, A, eta=run.eta, lam=run.lam, lam_a=run.lam_a,
+                                              lam_w=run.lam_w, seed=self.seed_, step=step,
+                                              activation=run.activation, n_threads=run.n_threads)
+        return W_new, A, U
+
+    def _diagnostics(self, W, step, run):
+        """The history entry at particles W, the dual coefficients A (n, T) and the second-layer weights (N, T)."""
+        X, Y = run.X, run.Y
+        K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
+        try:
+            A, F, U = self._solve(K, run)
+        except NewtonConvergenceError as exc:
+            raise DivergenceError(str(exc), step=step, n_steps_done=None, cause=str(exc)) from exc
+        if not math.isfinite(U):
+            raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
+        G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
+        dof = core.degrees_of_freedom(K, run.ridge)
+        with core.thread_limits(1):  # numpy's threaded reductions would make the history depend on n_threads
+            alignment = core.kernel_alignment(K, Y) if np.any(K) else math.nan
+        train_accuracy, train_log_loss = _scores(F, run.y_index)
+        coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
+                                   n_threads=run.n_threads)
+        val_accuracy = val_log_loss = math.nan
+        if run.X_val is not None:
+            F_val = core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
+                                        n_threads=run.n_threads)
+            val_accuracy, val_log_loss = _scores(F_val, run.val_index)
+        param_alignment = math.nan if run.direction is None else core.parameter_alignment(W, run.direction)
+        diag = dict(step=int(step), U=U, G=G, dof=float(dof), kernel_alignment=float(alignment),
+                    train_accuracy=train_accuracy, train_log_loss=train_log_loss, val_accuracy=val_accuracy,
+                    val_log_loss=val_log_loss, parameter_alignment=float(param_alignment),
+                    newton_iterations=float(run.newton_iterations),
+                    wall_time=run.wall_offset + time.perf_counter() - run.t0)
+        run.newton_iterations = 0
+        return diag, A, coef
+
+    def _set_second_layer(self, A, coef, run):
+        """dual_coef_ and coef_ from the dual coefficients A (n, T) and second-layer weights (N, T)."""
+        if run.one_d:
+            A, coef = A[:, 0], coef[:, 0]
+        self.dual_coef_ = A
+        self.coef_ = coef
+        self.classes_ = run.classes
+        self._y_one_d = run.one_d
+
+    def _divergence_hint(self, run, cause):
+        if "Newton" in cause:
+            return (f"raise newton_max_iter (now {run.newton_max_iter}) or newton_tol (now {run.newton_tol:g}), or "
+                    f"lam_a (a larger ridge n*lam*lam_a = {run.ridge:.3g} conditions the solve better); a smaller "
+                    f"step size eta = {run.eta:g} keeps the warm start closer")
+        return super()._divergence_hint(run, cause)
+
+    def _postfix(self, diag):
+        return dict(G=f"{diag['G']:.4g}", dof=f"{diag['dof']:.1f}", acc=f"{diag['train_accuracy']:.3f}")
+
+    def _log_line(self, diag):
+        return (f"U={diag['U']:.6g} G={diag['G']:.6g} dof={diag['dof']:.2f} "
+                f"alignment={diag['kernel_alignment']:.4f} train_accuracy={diag['train_accuracy']:.4f} "
+                f"train_log_loss={diag['train_log_loss']:.4g} val_accuracy={diag['val_accuracy']:.4f} "
+                f"newton_iterations={diag['newton_iterations']:.0f}")
+
+    # ------------------------------------------------------------------ inference
+    def decision_function(self, X):
+        """Network outputs f(x) = (1/N) sum_k a_k h(x; w_k): shape (m,) when binary (> 0 means
+        ``classes_[1]``), else (m, n_classes) (one-vs-rest scores)."""
+        F = self._network_output(self._check_X(X))
+        return F[:, 0] if self._y_one_d else F
+
+    def predict(self, X):
+        """Predicted labels: ``classes_[1]`` where f(x) > 0 (binary), else the class of the largest output."""
+        F = self._network_output(self._check_X(X))
+        return self.classes_[_predicted_index(F)]
+
+    def predict_proba(self, X):
+        """Class probabilities (m, n_classes): [1 - sigmoid(f), sigmoid(f)] when binary, else the one-vs-rest
+        sigmoids normalised to sum to one."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`, computed without underflow."""
+        F = self._network_output(self._check_X(X))
+        return _log_probabilities(F)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_arrays(self):
+        classes = self.classes_
+        as_object = classes.dtype == object
+        plain = np.asarray(classes.tolist()) if as_object else np.asarray(classes)
+        if plain.dtype.hasobject or plain.ndim != 1:
+            raise TypeError(f"classes_ {classes!r} cannot be stored in a checkpoint (mixed or non-scalar labels)")
+        return {"classes": plain, "classes_object": np.array(as_object)}
+
+    def _from_checkpoint(self, contents):
+        classes = contents["classes"]
+        if classes.ndim != 1 or len(classes) < 2:
+            raise ValueError(f"classes must be a 1-D array of at least 2 labels, got shape {classes.shape}")
+        if bool(contents["classes_object"][()]):
+            classes = classes.astype(object)
+        outputs = 1 if self._y_one_d else self.coef_.shape[1]
+        if outputs != (1 if len(classes) == 2 else len(classes)):
+            raise ValueError(f"{len(classes)} classes do not match a second layer with {outputs} output(s)")
+        self.classes_ = classes

@@ -1,0 +1,273 @@
+"""Tests of mfkern.losses: the Newton second layer against independent solvers (scikit-learn on explicit
+features, scipy on the dual objective, the closed form for the squared loss), its optimality conditions, and
+the MFLD drift for the logistic loss against finite differences of the reduced objective G written here in
+plain numpy/scipy (primal second layer, no dual coefficients)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from mfkern import core
+from mfkern.losses import (LogisticLoss, NewtonConvergenceError, SquaredLoss, get_loss, reduced_objective,
+                           solve_second_layer)
+
+
+def numpy_features(W, X):
+    return np.tanh(X @ W[:, :-1].T + W[:, -1])
+
+
+def problem(rng, n, N, d=3, T=1, scale=1.0):
+    """Inputs, particles, +-1 labels that a smooth function of the inputs explains only partly."""
+    X = rng.standard_normal((n, d))
+    W = scale * rng.standard_normal((N, d + 1))
+    score = X[:, :1] * X[:, 1:2] + 0.5 * rng.standard_normal((n, T))
+    Y = np.where(score > 0, 1.0, -1.0)
+    return X, W, Y[:, 0] if T == 1 else Y
+
+
+def logistic_dual_objective(A, K, y, ridge):
+    """n * [(1/n) sum_j log(1 + exp(-y_j (KA)_j)) + (ridge/(2n)) A^T K A], written out."""
+    f = K @ A
+    return np.sum(np.log1p(np.exp(-y * f))) + 0.5 * ridge * A @ f
+
+
+# ------------------------------------------------------------------------------ the second layer itself
+def test_squared_loss_gives_kernel_ridge_and_paper_U(rng):
+    """Normalisation: the squared loss reproduces PAPER.md section 2 (A = (K + ridge I)^{-1} Y and U)."""
+    X, W, _ = problem(rng, 30, 20)
+    Y = rng.standard_normal((30, 2))
+    lam, lam_a, lam_w = 0.05, 0.4, 0.3
+    ridge = 30 * lam * lam_a
+    K = core.gram(W, X)
+    solution = solve_second_layer(K, Y, ridge=ridge, loss="squared", start=rng.standard_normal((30, 2)))
+    np.testing.assert_allclose(solution.A, np.linalg.solve(K + ridge * np.eye(30), Y), rtol=1e-9, atol=1e-12)
+    assert solution.iterations == 2  # one Newton step per output (the loss is quadratic)
+    U = core.objective(W, X, Y, lam=lam, lam_a=lam_a, lam_w=lam_w)["U"]
+    np.testing.assert_allclose(solution.objective, U, rtol=1e-10)
+    np.testing.assert_allclose(reduced_objective(K, Y, solution.A, ridge=ridge, loss=SquaredLoss()), U, rtol=1e-10)
+
+
+@pytest.mark.parametrize("N", [12, 80])  # N < n (singular K) and N > n
+def test_logistic_second_layer_equals_sklearn_logistic_regression_on_the_features(rng, N):
+    """With features phi(x) = h(x; W)/sqrt(N) (so K = Phi Phi^T), the second layer a_k = H[:,k]^T A is
+    sqrt(N) beta for beta = L2-regularised logistic regression on Phi with C = 1/(n lam lam_a), no intercept:
+    scikit-learn minimises 0.5 ||beta||^2 + C sum_j l, i.e. our objective times 1/(lam lam_a)."""
+    n, lam_a_bar = 50, 0.02
+    X, W, y = problem(rng, n, N)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    K = Phi @ Phi.T
+    solution = solve_second_layer(K, y, ridge=n * lam_a_bar, tol=1e-12)
+    sk = LogisticRegression(C=1 / (n * lam_a_bar), fit_intercept=False, tol=1e-12, max_iter=10000).fit(Phi, y)
+    beta = sk.coef_[0]
+    np.testing.assert_allclose(solution.outputs, Phi @ beta, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(Phi.T @ solution.A, beta, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sk.decision_function(Phi), K @ solution.A, rtol=1e-6, atol=1e-6)
+
+
+def test_logistic_second_layer_equals_scipy_on_the_dual_objective(rng):
+    n, N, ridge = 40, 60, 0.5
+    X, W, y = problem(rng, n, N)
+    K = core.gram(W, X)
+    solution = solve_second_layer(K, y, ridge=ridge, tol=1e-12)
+
+    def gradient(A):
+        return K @ (-y * expit(-y * (K @ A)) + ridge * A)
+
+    def hessian(A):
+        f = K @ A
+        return (K * (expit(f) * expit(-f))) @ K + ridge * K
+
+    reference = minimize(logistic_dual_objective, np.zeros(n), args=(K, y, ridge), jac=lambda A, *_: gradient(A),
+                         hess=lambda A, *_: hessian(A), method="trust-exact", options={"gtol": 1e-12})
+    assert np.abs(gradient(reference.x)).max() < 1e-8  # ||K|| is about n: this is rounding level
+    np.testing.assert_allclose(solution.A, reference.x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(solution.objective * n, reference.fun, rtol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_newton_solution_meets_the_optimality_conditions(rng, T):
+    """A = -(1/(n lam_a_bar)) l'(K A, Y) (PAPER.md section 8), column by column, and nothing does better."""
+    n, ridge, tol = 35, 0.3, 1e-11
+    X, W, Y = problem(rng, n, 15, T=T)
+    K = core.gram(W, X)
+    solution = solve_second_layer(K, Y, ridge=ridge, tol=tol)
+    A = solution.A.reshape(n, -1)
+    Y2 = Y.reshape(n, -1)
+    F = K @ A
+    np.testing.assert_allclose(F, solution.outputs.reshape(n, -1), rtol=1e-12, atol=1e-12)
+    residual = np.abs(ridge * A - Y2 * expit(-Y2 * F)).max()
+    assert residual <= tol and solution.residual <= tol
+    best = reduced_objective(K, Y, solution.A, ridge=ridge)
+    np.testing.assert_allclose(best, solution.objective, rtol=1e-12)
+    for _ in range(5):  # random nearby coefficients are worse
+        assert reduced_objective(K, Y, solution.A + 1e-3 * rng.standard_normal(Y.shape), ridge=ridge) > best
+
+
+def test_columns_are_independent_problems(rng):
+    n = 30
+    X, W, Y = problem(rng, n, 15, T=2)
+    K = core.gram(W, X)
+    both = solve_second_layer(K, Y, ridge=0.2, tol=1e-12)
+    for i in range(2):
+        single = solve_second_layer(K, Y[:, i], ridge=0.2, tol=1e-12)
+        np.testing.assert_allclose(both.A[:, i], single.A, rtol=1e-10, atol=1e-13)
+
+
+def test_small_regularisation_approaches_the_unregularised_fit(rng):
+    """As lam_a_bar -> 0 with N < n and non-separable labels, f = K A tends to the unregularised logistic
+    regression on the features (scikit-learn, C = inf), with a gap proportional to lam_a_bar."""
+    n, N = 60, 5
+    X, W, y = problem(rng, n, N)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    K = Phi @ Phi.T
+    unregularised = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12, max_iter=1000,
+                                       solver="newton-cholesky").fit(Phi, y)
+    target = unregularised.decision_function(Phi)
+    gaps = np.array([np.abs(solve_second_layer(K, y, ridge=n * lam_a_bar, tol=1e-10).outputs - target).max()
+                     for lam_a_bar in (1e-4, 1e-6, 1e-8)])
+    ratios = gaps[:-1] / gaps[1:]
+    assert np.all((ratios > 50) & (ratios < 200)), gaps  # first order in lam_a_bar
+    assert gaps[-1] < 1e-4
+
+
+def test_warm_start_at_the_solution_returns_it_bit_for_bit(rng):
+    X, W, Y = problem(rng, 30, 20, T=2)
+    K = core.gram(W, X)
+    first = solve_second_layer(K, Y, ridge=0.1)
+    again = solve_second_layer(K, Y, ridge=0.1, start=first.A)
+    assert again.iterations == 0
+    assert np.array_equal(again.A, first.A) and again.objective == first.objective
+
+
+def test_line_search_converges_from_a_far_start(rng):
+    n = 30
+    X, W, y = problem(rng, n, 20)
+    K = core.gram(W, X)
+    near = solve_second_layer(K, y, ridge=0.1, tol=1e-11)
+    far = solve_second_layer(K, y, ridge=0.1, tol=1e-11, start=1e3 * rng.standard_normal(n))
+    np.testing.assert_allclose(far.A, near.A, rtol=1e-8, atol=1e-9)
+    assert far.iterations > near.iterations
+
+
+def test_iteration_cap_raises_a_clear_error(rng):
+    X, W, y = problem(rng, 30, 20)
+    K = core.gram(W, X)
+    with pytest.raises(NewtonConvergenceError, match=r"not converged after 1 iterations.*residual.*tol 1e-13") as info:
+        solve_second_layer(K, y, ridge=0.1, tol=1e-13, max_iter=1)
+    assert info.value.iterations == 1 and info.value.residual > 1e-13 and info.value.tol == 1e-13
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_solution_is_the_same_for_any_blas_thread_count(rng):
+    n = 400
+    X, W, y = problem(rng, n, 300)
+    K = core.gram(W, X)
+    with core.thread_limits(1):
+        one = solve_second_layer(K, y, ridge=0.05)
+    with core.thread_limits(2):
+        two = solve_second_layer(K, y, ridge=0.05)
+    assert np.array_equal(one.A, two.A)
+
+
+def test_loss_derivatives_match_finite_differences(rng):
+    z = rng.standard_normal(20) * 5
+    labels = np.where(rng.random(20) > 0.5, 1.0, -1.0)
+    for loss, y in [(LogisticLoss(), labels), (SquaredLoss(), rng.standard_normal(20))]:
+        h = 1e-6
+        np.testing.assert_allclose(loss.derivative(z, y), (loss.value(z + h, y) - loss.value(z - h, y)) / (2 * h),
+                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(loss.second_derivative(z, y),
+                                   (loss.derivative(z + h, y) - loss.derivative(z - h, y)) / (2 * h),
+                                   rtol=1e-6, atol=1e-9)
+    # no overflow for large margins
+    assert np.isfinite(LogisticLoss().value(np.array([1e4, -1e4]), np.array([-1.0, 1.0]))).all()
+
+
+# --------------------------------------------------------------------------- the drift, by differences
+def numpy_reduced_objective(W, X, Y, lam, lam_a, lam_w):
+    """G(mu_W) = (1/T) sum_i min_a [(1/n) sum_j l(f_a(x_j), y_ji) + (lam lam_a/2)(1/N) sum_k a_k^2]
+    + (lam lam_w/2) mean_k ||w_k||^2 with f_a = (1/N) sum_k a_k h(.; w_k): the primal problem in the second-layer
+    weights a (length N), solved by scipy's trust-region Newton to machine precision."""
+    n, T = Y.shape
+    N = W.shape[0]
+    H = numpy_features(W, X)
+    lam_a_bar = lam * lam_a
+    total = 0.0
+    for i in range(T):
+        y = Y[:, i]
+
+        def value(a):
+            f = H @ a / N
+            return np.mean(np.logaddexp(0, -y * f)) + lam_a_bar / (2 * N) * a @ a
+
+        def gradient(a):
+            f = H @ a / N
+            return H.T @ (-y * expit(-y * f)) / (n * N) + lam_a_bar / N * a
+
+        def hessian(a):
+            f = H @ a / N
+            d = expit(f) * expit(-f)
+            return (H.T * d) @ H / (n * N**2) + lam_a_bar / N * np.eye(N)
+
+        result = minimize(value, np.zeros(N), jac=gradient, hess=hessian, method="trust-exact",
+                          options={"gtol": 1e-14})
+        # strongly convex (curvature >= lam_a_bar/N): a gradient of 1e-10 leaves the value off by < 1e-17
+        assert np.abs(gradient(result.x)).max() < 1e-10
+        total += result.fun
+    return total / T + lam * lam_w / 2 * np.mean(np.sum(W**2, axis=1))
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_drift_at_the_newton_solution_is_n_times_the_gradient_of_G(rng, T):
+    n, N, d = 14, 6, 2
+    lam, lam_a, lam_w = 0.05, 0.5, 0.3
+    X, W, Y = problem(rng, n, N, d=d, T=T)
+    Y = Y.reshape(n, T)
+    K = core.gram(W, X)
+    A = solve_second_layer(K, Y, ridge=n * lam * lam_a, tol=1e-13).A
+    drift = core.drift_given_dual(W, X, A, lam=lam, lam_a=lam_a, lam_w=lam_w)
+    h = 1e-5
+    fd = np.empty_like(W)
+    for k in range(N):
+        for l in range(d + 1):
+            plus, minus = W.copy(), W.copy()
+            plus[k, l] += h
+            minus[k, l] -= h
+            fd[k, l] = N * (numpy_reduced_objective(plus, X, Y, lam, lam_a, lam_w)
+                            - numpy_reduced_objective(minus, X, Y, lam, lam_a, lam_w)) / (2 * h)
+    data_part = drift - lam * lam_w * W  # the data term alone: the part a wrong normalisation would change
+    assert np.abs(data_part).max() > 1e-3
+    np.testing.assert_allclose(drift, fd, rtol=0, atol=1e-6 * np.abs(drift).max())
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(Y=np.array([1.0, 0.0, -1.0])), ValueError, "labels -1 or \\+1"),
+    (dict(K=np.ones((3, 2))), ValueError, "square"),
+    (dict(K=np.array([[1.0, 0.5, 0], [0, 1, 0], [0, 0, 1]])), ValueError, "symmetric"),
+    (dict(K=np.full((3, 3), np.nan)), ValueError, "finite"),
+    (dict(ridge=0.0), ValueError, "ridge"),
+    (dict(ridge="1"), TypeError, "ridge"),
+    (dict(tol=-1.0), ValueError, "tol"),
+    (dict(max_iter=-1), ValueError, "max_iter"),
+    (dict(max_iter=2.5), TypeError, "max_iter"),
+    (dict(start=np.zeros(4)), ValueError, "start must have 3 rows"),
+    (dict(start=np.zeros((3, 2))), ValueError, "start must have the shape of Y"),
+    (dict(Y=np.ones(4)), ValueError, "Y must have 3 rows"),
+    (dict(loss="hinge"), ValueError, "loss must be one of"),
+])
+def test_bad_input_raises_naming_the_argument(kwargs, error, match):
+    args = dict(K=np.eye(3), Y=np.array([1.0, -1.0, 1.0]), ridge=0.1)
+    args.update(kwargs)
+    K, Y = args.pop("K"), args.pop("Y")
+    with pytest.raises(error, match=match):
+        solve_second_layer(K, Y, **args)
+
+
+def test_get_loss_accepts_names_and_instances():
+    assert isinstance(get_loss("logistic"), LogisticLoss)
+    loss = SquaredLoss()
+    assert get_loss(loss) is loss
