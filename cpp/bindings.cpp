@@ -157,12 +157,15 @@ PYBIND11_MODULE(_core, m) {
         const Activation a = parse_activation(act);
         const Options opt = options(block_size, 0, n_threads, solver, precision);
         Diagnostics d;
+        auto dual = empty(y.shape(0), y.shape(1));
+        double* du = dual.mutable_data();
         {
             py::gil_scoped_release release;
             const blas::Session session;  // lock + BLAS pinned to one thread
-            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, opt);
+            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, opt, du);
         }
         py::dict r;
+        r["dual"] = dual;
         r["U"] = d.U;
         r["G"] = d.G;
         r["dof"] = d.dof;

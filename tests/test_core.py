@@ -224,11 +224,13 @@ def test_cross_gram_with_itself_equals_symmetric_gram(make_problem):
 def test_objective_matches_numpy(make_problem, activation, tasks, block_size):
     p = make_problem(n=8, N=20, d=3, T=tasks)
     out = core.objective(p.W, p.X, p.Y, **HYPER, activation=activation, block_size=block_size)
-    assert set(out) == {"U", "G", "dof", "condition", "ridge"}
+    assert set(out) == {"U", "G", "dof", "condition", "ridge", "dual"}
     ridge = p.n * HYPER["lam"] * HYPER["lam_a"]
     K = reference_gram(p.W, p.X, activation=activation)
     M = K + ridge * np.eye(p.n)
     Y = as_columns(p.Y)
+    assert out["dual"].shape == np.shape(p.Y)
+    np.testing.assert_allclose(as_columns(out["dual"]), np.linalg.solve(M, Y), rtol=1e-10, atol=1e-13)
     U = HYPER["lam"] * HYPER["lam_a"] / (2 * p.T) * np.sum(Y * np.linalg.solve(M, Y))
     G = U + 0.5 * HYPER["lam"] * HYPER["lam_w"] * np.mean(np.sum(p.W ** 2, axis=1))
     assert out["ridge"] == pytest.approx(ridge, rel=1e-15)
@@ -581,6 +583,7 @@ def test_objective_and_outputs_are_bitwise_identical_for_one_and_two_threads(lar
     X, W, Y, X2 = large_problem
     one, two = one_and_two_threads(lambda n_threads: core.objective(W, X, Y, **HYPER, block_size=256,
                                                                     n_threads=n_threads))
+    np.testing.assert_array_equal(one.pop("dual"), two.pop("dual"))
     assert one == two
     one, two = one_and_two_threads(lambda n_threads: core.output_weights(W, X, Y, block_size=256,
                                                                          n_threads=n_threads))

@@ -94,7 +94,7 @@ void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t se
 
 template <class F>
 Diagnostics objective_in(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
-                         const Options& opt) {
+                         const Options& opt, double* dual_out) {
     const long n = x.n;
     const double ridge = hyper.ridge(n);
     std::vector<double> a = to_columns(y.y, n, y.tasks);
@@ -116,6 +116,7 @@ Diagnostics objective_in(const Particles& p, const Inputs& x, const Targets& y, 
     d.U = reduced_objective(y, a, hyper.lam_a_bar());
     d.mean_sq_norm = mean_squared_norm(p);
     d.G = d.U + 0.5 * hyper.lam_w_bar() * d.mean_sq_norm;
+    if (dual_out) to_rows(a, n, y.tasks, dual_out);
     return d;
 }
 
@@ -134,9 +135,9 @@ DriftResult drift_in(const Particles& p, const Inputs& x, const Targets& y, cons
 }  // namespace
 
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
-                      const Options& opt) {
-    return opt.single_precision ? objective_in<float>(p, x, y, hyper, act, opt)
-                                : objective_in<double>(p, x, y, hyper, act, opt);
+                      const Options& opt, double* dual_out) {
+    return opt.single_precision ? objective_in<float>(p, x, y, hyper, act, opt, dual_out)
+                                : objective_in<double>(p, x, y, hyper, act, opt, dual_out);
 }
 
 DriftResult drift(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,

@@ -38,8 +38,9 @@ struct Diagnostics {
 
 // U, G, dof = tr[K (K + ridge I)^{-1}] and the 1-norm condition number of K + ridge I (of the particle-
 // space matrix N ridge I + H^T H with the Woodbury solver).
+// dual_out (row-major n x T, may be null): A = (K + ridge I)^{-1} Y.
 Diagnostics objective(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,
-                      const Options& opt);
+                      const Options& opt, double* dual_out = nullptr);
 
 struct DriftResult {
     double U;  // reduced objective at the current particles (clean targets)

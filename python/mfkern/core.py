@@ -53,6 +53,7 @@ __all__ = [
     "particle_noise",
     "label_noise",
     "kernel_alignment",
+    "kernel_alignment_features",
     "degrees_of_freedom",
     "parameter_alignment",
     "thread_limits",
@@ -237,13 +238,14 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
 
     Returns a dict: ``U`` = (lam*lam_a/(2T)) sum_i Y_i^T (K + ridge I)^{-1} Y_i, ``G`` = U +
     (lam*lam_w/2) mean_k ||w_k||^2, ``dof`` = tr[K (K + ridge I)^{-1}], ``condition`` = the (exact) 1-norm
-    condition number of K + ridge I, and ``ridge`` = n*lam*lam_a. Costs O(n^3) (an explicit inverse).
+    condition number of K + ridge I, ``ridge`` = n*lam*lam_a, and ``dual`` = A = (K + ridge I)^{-1} Y (shape
+    of Y). Costs O(n^3) (an explicit inverse).
     With ``solver="woodbury"`` (the default "auto" picks it when N < n) everything is computed in particle
     space at O(n N^2 + N^3); ``condition`` is then that of the N x N matrix N*ridge*I + H^T H.
     """
     X = _inputs(X)
     W = _particles(W, X)
-    Y, _ = as_targets(Y, "Y", X.shape[0])
+    Y, one_d = as_targets(Y, "Y", X.shape[0])
     lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
@@ -252,6 +254,7 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt, solver, _precision(precision))
     out.pop("mean_sq_norm")
     out["ridge"] = X.shape[0] * lam * lam_a
+    out["dual"] = _restore(out["dual"], one_d)
     return out
 
 
@@ -433,6 +436,32 @@ def kernel_alignment(K, f):
     if k_norm == 0:
         raise ValueError("K must not be identically zero")
     return float(np.einsum("ji,jk,ki->", F, K, F) / (f_norm2 * k_norm))
+
+
+def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
+    """`kernel_alignment` of the intrinsic Gram K = H H^T / N of particles W on X, without forming K.
+
+    Computed in particle space: f^T K f = ||H^T f||^2 / N and ||K||_F = ||H^T H||_F / N, with H^T H
+    accumulated over panels of samples: O(n N^2) time and O(N^2) memory, for n too large for an n x n Gram.
+    """
+    X = _inputs(X)
+    W = _particles(W, X)
+    F, _ = as_targets(f, "f", X.shape[0])
+    f_norm2 = float(np.sum(F * F))
+    if f_norm2 == 0:
+        raise ValueError("f must not be identically zero")
+    N = W.shape[0]
+    _check_memory("kernel_alignment_features", 8 * N * (2 * N + 1024))
+    HtF = output_weights(W, X, F, activation, n_threads=n_threads)
+    HtH = np.zeros((N, N))
+    panel = max(1, min(X.shape[0], (64 << 20) // (8 * N)))
+    for j0 in range(0, X.shape[0], panel):
+        H = features(W, X[j0:j0 + panel], activation, n_threads=n_threads)
+        HtH += H.T @ H
+    k_norm = float(np.linalg.norm(HtH)) / N
+    if k_norm == 0:
+        raise ValueError("K must not be identically zero")
+    return float(np.sum(HtF * HtF) / N / (f_norm2 * k_norm))
 
 
 def degrees_of_freedom(K, ridge, *, n_threads=None):

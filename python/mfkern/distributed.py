@@ -314,8 +314,10 @@ class DistributedMeanFieldRegressor(MeanFieldRegressor):
     Parameters
     ----------
     n_particles, lam, lam_a, lam_w, eta, n_steps, activation, label_noise, random_state, n_threads, \
-log_every, verbose, warm_start, callbacks, block_size
-        As in :class:`~mfkern.MeanFieldRegressor`. ``random_state`` is resolved on rank 0 and broadcast.
+log_every, verbose, warm_start, callbacks, block_size, solver, precision
+        As in :class:`~mfkern.MeanFieldRegressor`, except that the second layer is always solved densely
+        (the ranks reduce the n x n Gram; ``solver='woodbury'`` raises ValueError) and ``precision`` applies
+        to the particle step. ``random_state`` is resolved on rank 0 and broadcast.
         ``n_threads`` is per rank. Callbacks run on every rank at logged steps; training stops when one
         returns True on any rank. ``verbose`` prints one line per logged step on rank 0 (no progress bar).
     comm : mpi4py communicator, SingleProcess or None, default=None
@@ -346,11 +348,12 @@ log_every, verbose, warm_start, callbacks, block_size
 
     def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
-                 verbose=0, warm_start=False, callbacks=None, block_size=None, comm=None):
+                 verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
+                 precision="float64", comm=None):
         super().__init__(n_particles=n_particles, lam=lam, lam_a=lam_a, lam_w=lam_w, eta=eta, n_steps=n_steps,
                          activation=activation, label_noise=label_noise, random_state=random_state,
                          n_threads=n_threads, log_every=log_every, verbose=verbose, warm_start=warm_start,
-                         callbacks=callbacks, block_size=block_size)
+                         callbacks=callbacks, block_size=block_size, solver=solver, precision=precision)
         self.comm = comm
 
     # ------------------------------------------------------------------ plumbing
@@ -385,6 +388,9 @@ log_every, verbose, warm_start, callbacks, block_size
         self
         """
         p = self._check_params()
+        if p["solver"] == "woodbury":
+            raise ValueError("solver='woodbury' is not available with MPI: the ranks reduce the n x n Gram "
+                             "(use solver='auto' or 'dense')")
         net = self._collectives()
         N = p["n_particles"]
         if N < net.size:
@@ -469,7 +475,7 @@ log_every, verbose, warm_start, callbacks, block_size
             W = core.langevin_step_given_dual(
                 W, run["X"], A, B=B, eta=run["eta"], lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
                 seed=run["seed"], step=t, activation=run["activation"], first_index=run["first_index"],
-                n_threads=run["n_threads"])
+                n_threads=run["n_threads"], precision=run["precision"])
             t += 1
             # Commit the particles at once, so the fitted state follows the run (the second layer follows at
             # the next logged step, as in MeanFieldRegressor).

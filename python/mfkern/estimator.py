@@ -181,6 +181,8 @@ class _Run:
     callbacks: list
     block_size: Optional[int]
     ridge: float
+    solver: str = "auto"               # second-layer solver of the core (regressor only)
+    precision: str = "float64"         # precision of features and their products in the core
     one_d: bool = False                # y was 1-D: predictions and coefficients are returned 1-D
     warm: Any = None                   # latest dual coefficients (n, T) on this fit's data (iterative solvers)
     t0: float = 0.0
@@ -538,6 +540,13 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
     block_size : int or None, default=None
         Particles per block in the Gram and feature computations (memory knob; None: automatic).
+    solver : {"auto", "dense", "woodbury"}, default="auto"
+        How the second layer is solved each step (see :func:`mfkern.core.drift`): "dense" factors the
+        n x n system K + ridge I, "woodbury" the N x N particle-space one (no n x n matrix is ever formed,
+        diagnostics included); "auto" picks woodbury when n_particles < n_samples.
+    precision : {"float64", "float32"}, default="float64"
+        "float32" evaluates features and their products in single precision (faster; sums, factorisations
+        and the particles stay float64; trajectories differ from float64 at about 1e-6 relative per step).
 
     Attributes
     ----------
@@ -562,7 +571,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
 
     def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
-                 verbose=0, warm_start=False, callbacks=None, block_size=None):
+                 verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
+                 precision="float64"):
         self.n_particles = n_particles
         self.lam = lam
         self.lam_a = lam_a
@@ -578,6 +588,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.block_size = block_size
+        self.solver = solver
+        self.precision = precision
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
@@ -593,6 +605,11 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         """Validate the parameters; returns them as a dict of clean values."""
         p = self._check_common_params()
         p["label_noise"] = non_negative(self.label_noise, "label_noise")
+        if not isinstance(self.solver, str) or self.solver not in core.SOLVERS:
+            raise ValueError(f"solver must be one of {core.SOLVERS}, got {self.solver!r}")
+        if not isinstance(self.precision, str) or self.precision not in core.PRECISIONS:
+            raise ValueError(f"precision must be one of {core.PRECISIONS}, got {self.precision!r}")
+        p["solver"], p["precision"] = self.solver, self.precision
         return p
 
     # ------------------------------------------------------------------ training
@@ -652,7 +669,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
             return core.langevin_step(
                 W, run.X, run.Y, eta=run.eta, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, seed=self.seed_,
                 step=step, activation=run.activation, label_noise_level=run.label_noise,
-                block_size=run.block_size, n_threads=run.n_threads, return_dual=True)
+                block_size=run.block_size, n_threads=run.n_threads, return_dual=True, solver=run.solver,
+                precision=run.precision)
         except core.NotPositiveDefiniteError as exc:
             raise _StepFailure("K + ridge I is not positive definite") from exc
 
@@ -661,6 +679,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         second-layer weights (N, T)."""
         X, Y = run.X, run.Y
         n, T = Y.shape
+        if core._choose_solver(run.solver, n, W.shape[0]) == "woodbury":
+            return self._diagnostics_in_particle_space(W, step, run)
         try:
             K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
             A = core.second_layer(K, Y, run.ridge)
@@ -676,6 +696,33 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         train_mse = float(np.mean((K @ A - Y) ** 2))
         coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
                                    n_threads=run.n_threads)
+        return self._finish_diagnostics(W, step, run, U, G, dof, alignment, train_mse, A, coef)
+
+    def _diagnostics_in_particle_space(self, W, step, run):
+        """The same diagnostics without an n x n matrix (N < n): U, G, dof and A from the Woodbury path,
+        the training fit f(X) = K A from the network itself, the alignment in particle space."""
+        X, Y = run.X, run.Y
+        try:
+            obj = core.objective(W, X, Y, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, activation=run.activation,
+                                 n_threads=run.n_threads, solver="woodbury")
+        except core.NotPositiveDefiniteError as exc:
+            raise DivergenceError(str(exc), step=step, n_steps_done=None,
+                                  cause="K + ridge I is not positive definite") from exc
+        U, G, dof, A = obj["U"], obj["G"], obj["dof"], obj["dual"]
+        if not math.isfinite(U):
+            raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
+        coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
+                                   n_threads=run.n_threads)
+        fit = core.network_output(W, coef, X, activation=run.activation, block_size=run.block_size,
+                                  n_threads=run.n_threads)
+        train_mse = float(np.mean((fit - Y) ** 2))
+        try:
+            alignment = core.kernel_alignment_features(W, X, Y, run.activation, n_threads=run.n_threads)
+        except ValueError:  # zero targets or an identically zero kernel
+            alignment = math.nan
+        return self._finish_diagnostics(W, step, run, U, G, dof, alignment, train_mse, A, coef)
+
+    def _finish_diagnostics(self, W, step, run, U, G, dof, alignment, train_mse, A, coef):
         val_mse = math.nan
         if run.X_val is not None:
             pred = core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
