@@ -1,0 +1,7 @@
+"""``python -m mfkern ...``: the command line of :mod:`mfkern.cli`."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

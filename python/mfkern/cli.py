@@ -1,0 +1,193 @@
+"""The ``mfkern`` command line.
+
+``mfkern demo``
+    MFLD against fixed-kernel baselines on the paper's task (f(x) = x1*x2, d = 15); prints a table and
+    writes JSON, markdown and PNG figures to ``./mfkern-results`` (or ``--out``). See :mod:`mfkern.experiments.demo`.
+``mfkern reproduce {fig1,fig2,separation,single-index,parity,all} [--quick] [--seeds K] [--out DIR] [--n-jobs J]
+[--setting {normalised,paper}] [--seed S]``
+    The paper's claims (sections 4 and 5), one experiment or all. See :mod:`mfkern.experiments`.
+``mfkern discretization ...``
+    The discretisation-error sweeps of :mod:`mfkern.analysis` (imported only for this subcommand).
+
+Exit codes: 0 success, 1 a run failed (e.g. training diverged), 2 bad usage or a missing component,
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+EXPERIMENT_CHOICES = ("fig1", "fig2", "separation", "single-index", "parity", "all")
+_DISCRETIZATION_HELP = "discretisation-error sweeps (O(1/N) and O(eta)) of mfkern.analysis"
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {value}")
+    return value
+
+
+def _add_discretization(subparsers, load):
+    """The ``discretization`` subcommand; its options come from mfkern.analysis, imported only when `load`.
+
+    Returns an error message when the module cannot be imported (the subcommand then only reports it).
+    """
+    if not load:
+        # Listed in `mfkern --help` without importing the analysis module.
+        parser = subparsers.add_parser("discretization", help=_DISCRETIZATION_HELP, add_help=False)
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return None
+    try:
+        import mfkern.analysis as analysis
+
+        add_arguments, run = analysis.add_cli_arguments, analysis.run_cli
+    except (ImportError, AttributeError) as exc:
+        parser = subparsers.add_parser("discretization", help=_DISCRETIZATION_HELP, add_help=False)
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return (f"mfkern discretization: the analysis module is not available ({type(exc).__name__}: {exc}); "
+                "this installation of mfkern lacks mfkern.analysis")
+    parser = subparsers.add_parser("discretization", help=_DISCRETIZATION_HELP, description=_DISCRETIZATION_HELP)
+    add_arguments(parser)
+    parser.set_defaults(handler=lambda args: run(args))
+    return None
+
+
+def build_parser(load_discretization=False):
+    """The argparse parser of ``mfkern``.
+
+    Parameters
+    ----------
+    load_discretization : bool
+        Import :mod:`mfkern.analysis` to add the options of ``discretization`` (only needed when that
+        subcommand is run).
+
+    Returns
+    -------
+    (parser, discretization_error) : the parser, and a message when mfkern.analysis could not be imported.
+    """
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mfkern",
+        description="Two-layer networks trained by mean-field Langevin dynamics (two-timescale limit): "
+                    "the demo, the reproduction of the paper's experiments, and the discretisation analysis.")
+    parser.add_argument("--version", action="version", version=f"mfkern {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,reproduce,discretization}")
+
+    demo = sub.add_parser("demo", help="MFLD vs fixed kernels on f(x) = x1*x2, d = 15 (a few minutes)",
+                          description="Train MFLD and fixed-kernel baselines on the paper's task "
+                                      "(f(x) = x1*x2, x ~ N(0, I_15)); print a comparison table and write "
+                                      "demo.json, demo.md and PNG figures to --out.")
+    demo.add_argument("--out", metavar="DIR", default="mfkern-results",
+                      help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", metavar="S", type=_seed, default=0, help="seed (default: %(default)s)")
+    demo.add_argument("--quick", action="store_true", help="a tiny version (seconds) for smoke tests")
+    demo.add_argument("--n-threads", metavar="T", type=_positive_int, default=None,
+                      help="threads for the core (default: the OpenMP/BLAS defaults)")
+    demo.set_defaults(handler=_run_demo)
+
+    rep = sub.add_parser("reproduce", help="reproduce the paper's figures and claims",
+                         description="Reproduce the claims of the paper's sections 4 and 5: fig1 (alignment, dof "
+                                     "and test loss for several label-noise levels), fig2 (the label-noise "
+                                     "procedure), separation (test MSE against n, MFLD vs fixed kernels), "
+                                     "single-index (alignments against d), parity (k-sparse parities, "
+                                     "MeanFieldClassifier vs fixed kernels). Writes <name>.json, <name>.md and "
+                                     "<name>*.png to --out. The 'setting' and 'seed' options do not apply to "
+                                     "parity, which has its own fixed settings.")
+    rep.add_argument("experiment", choices=EXPERIMENT_CHOICES, help="which experiment (all: every one)")
+    rep.add_argument("--quick", action="store_true",
+                     help="small sizes that finish in minutes (default: the paper's N = 2000, 10,000 steps)")
+    rep.add_argument("--seeds", metavar="K", type=_positive_int, default=None,
+                     help="number of seeds (default: 5, the paper's; 2 with --quick)")
+    rep.add_argument("--out", metavar="DIR", default="mfkern-results", help="output folder (default: %(default)s)")
+    rep.add_argument("--n-jobs", metavar="J", type=_positive_int, default=1,
+                     help="processes for independent runs (default: %(default)s)")
+    rep.add_argument("--setting", choices=("normalised", "paper"), default="normalised",
+                     help="hyper-parameters: 'normalised' (the paper's lam, lam_a, eta; lam_w = 4 and inputs / "
+                          "sqrt(d), see mfkern.experiments.demo) or 'paper' (exactly the paper's; the tanh "
+                          "features start saturated) (default: %(default)s)")
+    rep.add_argument("--seed", metavar="S", type=_seed, default=0,
+                     help="base seed; every run's seeds derive from it (default: %(default)s)")
+    rep.set_defaults(handler=_run_reproduce)
+
+    error = _add_discretization(sub, load_discretization)
+    return parser, error
+
+
+def _run_demo(args):
+    from .experiments.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed, n_threads=args.n_threads, verbose=True)
+    return 0
+
+
+def _run_reproduce(args):
+    from .experiments import EXPERIMENTS, run_experiment
+
+    names = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+    for name in names:
+        print(f"== mfkern reproduce {name}{' --quick' if args.quick else ''}", flush=True)
+        try:
+            run_experiment(name, args.out, quick=args.quick, seeds=args.seeds, n_jobs=args.n_jobs,
+                           setting=args.setting, base_seed=args.seed)
+        except ImportError as exc:  # an optional component (e.g. the classifier of `parity`) is missing
+            print(f"mfkern reproduce {name}: cannot run, a component is missing: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _wants_discretization(argv):
+    """Whether the subcommand in argv is ``discretization`` (the first argument not starting with '-')."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg == "discretization"
+    return False
+
+
+def main(argv=None):
+    """Entry point of the ``mfkern`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants = _wants_discretization(argv)
+    parser, error = build_parser(load_discretization=wants)
+    if wants and error:
+        # Without mfkern.analysis its options are unknown: report the missing module, whatever the options.
+        print(error, file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "discretization" and (error or not hasattr(args, "handler")):
+        print(error or "mfkern discretization: the analysis module is not available", file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("\nmfkern: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"mfkern {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, FloatingPointError, ArithmeticError) as exc:
+        print(f"mfkern {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
