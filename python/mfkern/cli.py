@@ -8,6 +8,9 @@
     The paper's claims (sections 4 and 5), one experiment or all. See :mod:`mfkern.experiments`.
 ``mfkern discretization ...``
     The discretisation-error sweeps of :mod:`mfkern.analysis` (imported only for this subcommand).
+``mfkern train ...``
+    Train or resume a model from .npz/.npy data and write a checkpoint (:func:`mfkern.distributed.train_main`);
+    ``mpirun -n P mfkern train ...`` shards the particles over MPI ranks.
 
 Exit codes: 0 success, 1 a run failed (e.g. training diverged), 2 bad usage or a missing component,
 130 interrupted.
@@ -88,7 +91,7 @@ def build_parser(load_discretization=False):
         description="Two-layer networks trained by mean-field Langevin dynamics (two-timescale limit): "
                     "the demo, the reproduction of the paper's experiments, and the discretisation analysis.")
     parser.add_argument("--version", action="version", version=f"mfkern {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,reproduce,discretization}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,reproduce,discretization,train}")
 
     demo = sub.add_parser("demo", help="MFLD vs fixed kernels on f(x) = x1*x2, d = 15 (a few minutes)",
                           description="Train MFLD and fixed-kernel baselines on the paper's task "
@@ -127,6 +130,9 @@ def build_parser(load_discretization=False):
     rep.set_defaults(handler=_run_reproduce)
 
     error = _add_discretization(sub, load_discretization)
+    sub.add_parser("train", add_help=False,
+                   help="train or resume a model from .npz/.npy data and write a checkpoint; under "
+                        "`mpirun -n P` its particles are sharded over the ranks (options: mfkern train --help)")
     return parser, error
 
 
@@ -152,17 +158,29 @@ def _run_reproduce(args):
     return 0
 
 
-def _wants_discretization(argv):
-    """Whether the subcommand in argv is ``discretization`` (the first argument not starting with '-')."""
+def _command(argv):
+    """The subcommand in argv (the first argument not starting with '-'), or None."""
     for arg in argv:
         if not arg.startswith("-"):
-            return arg == "discretization"
-    return False
+            return arg
+    return None
+
+
+def _wants_discretization(argv):
+    """Whether the subcommand in argv is ``discretization``."""
+    return _command(argv) == "discretization"
 
 
 def main(argv=None):
     """Entry point of the ``mfkern`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _command(argv) == "train":
+        # `mfkern train` is mfkern.distributed's command line (it has its own options and runs under mpirun).
+        from .distributed import train_main
+
+        rest = list(argv)
+        rest.remove("train")
+        return int(train_main(rest) or 0)
     wants = _wants_discretization(argv)
     parser, error = build_parser(load_discretization=wants)
     if wants and error:
