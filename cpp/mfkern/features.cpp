@@ -21,7 +21,10 @@ Inputs::Inputs(const Inputs& all, long j0, long count)
 }
 
 long default_block_size(long n, long n_particles) {
-    const long target = (8L << 20) / (8 * std::max(n, 1L));
+    // At least 8 MiB of features per panel, and at least n particles: every panel's rank-m update streams
+    // the n x n output through memory once, so panels of m >= n keep that traffic below the update's
+    // arithmetic, while the panel's memory stays below the output's own (n x m <= n x n).
+    const long target = std::max((8L << 20) / (8 * std::max(n, 1L)), n);
     const long rounded = std::max(kParticleTile, target / kParticleTile * kParticleTile);
     return std::max(1L, std::min({n_particles, rounded, 8192L}));
 }

@@ -43,12 +43,13 @@ struct Particles {
 // Particles per unit of parallel work on features and drift.
 constexpr long kParticleTile = 64;
 // Rows/columns per tile of an output Gram matrix.
-constexpr long kGramTile = 256;
+constexpr long kGramTile = 512;
 // Up to this n, the Gram is summed as kGramGroups partial Grams over particles (few output tiles to share).
 constexpr long kSmallGram = 512;
 constexpr long kGramGroups = 8;
 
-// The default number of particles per panel of the Gram's sum for n samples: about 8 MiB of features.
+// The default number of particles per panel of the Gram's sum for n samples: about 8 MiB of features, and
+// at least n (at most 8192, at most N).
 long default_block_size(long n, long n_particles);
 
 // Single-threaded: column-major n x m features of particles k0..k0+m-1 (and h' if deriv is non-null).
