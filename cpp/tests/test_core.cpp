@@ -1,5 +1,6 @@
 // C++ unit tests of the core without Python: the Eigen fallback for BLAS/LAPACK, checked against naive
 // loops and finite differences. Run by ctest (CMake option MFKERN_BUILD_TESTS=ON).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -69,6 +70,198 @@ double naive_objective(const Problem& pb, const std::vector<double>& w, const Hy
     return hy.lam_a_bar() / (2.0 * pb.T) * u + 0.5 * hy.lam_w_bar() * sq / pb.N;
 }
 
+
+// ---------------------------------------------------------------------------------------------------------
+// More entry points against naive loops and closed forms (issue 9), so that every path of the core runs under
+// the sanitizers: Woodbury against dense, label-noise drift against drift_given_dual, cross Gram, output
+// weights and network output, the noise generators, and n = N = d = 1.
+// ---------------------------------------------------------------------------------------------------------
+
+// Row-major n x N features by naive loops (tanh).
+std::vector<double> naive_features(const std::vector<double>& x, long n, long d, const std::vector<double>& w,
+                                   long N) {
+    std::vector<double> h(n * N);
+    for (long j = 0; j < n; ++j)
+        for (long k = 0; k < N; ++k) {
+            double z = w[k * (d + 1) + d];
+            for (long l = 0; l < d; ++l) z += x[j * d + l] * w[k * (d + 1) + l];
+            h[j * N + k] = std::tanh(z);
+        }
+    return h;
+}
+
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b, double* scale = nullptr) {
+    double worst = 0, big = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        worst = std::max(worst, std::abs(a[i] - b[i]));
+        big = std::max(big, std::abs(b[i]));
+    }
+    if (scale) *scale = big;
+    return worst;
+}
+
+void more_entry_point_checks() {
+    std::mt19937_64 gen(11);
+    std::normal_distribution<double> normal;
+    const long n = 37, d = 3, N = 70, T = 2;  // N > kParticleTile, N > n
+    std::vector<double> xs(n * d), ws(N * (d + 1)), ys(n * T), es(n * T);
+    for (double& v : xs) v = normal(gen);
+    for (double& v : ws) v = 0.8 * normal(gen);
+    for (double& v : ys) v = normal(gen);
+    for (double& v : es) v = 0.3 * normal(gen);
+    const Inputs x(xs.data(), n, d);
+    const Particles p{ws.data(), N, d + 1};
+    const Targets y{ys.data(), n, T};
+    const Hyper hy{0.05, 0.4, 0.9};
+    Options dense;
+    dense.block_size = 13;
+
+    // Woodbury (particle space) against the dense solve, for N < n: same drift, dual and U to rounding.
+    {
+        const long Ns = 11;  // N < n
+        const Particles ps{ws.data(), Ns, d + 1};
+        std::vector<double> g_dense(Ns * (d + 1)), g_wood(g_dense.size()), a_dense(n * T), a_wood(n * T);
+        Options wood = dense;
+        wood.solver = Solver::Woodbury;
+        const double u_dense =
+            drift(ps, x, y, hy, Activation::Tanh, es.data(), g_dense.data(), a_dense.data(), dense).U;
+        const double u_wood = drift(ps, x, y, hy, Activation::Tanh, es.data(), g_wood.data(), a_wood.data(), wood).U;
+        double sg, sa;
+        const double eg = max_abs_diff(g_wood, g_dense, &sg), ea = max_abs_diff(a_wood, a_dense, &sa);
+        check(eg < 1e-9 * sg && ea < 1e-9 * sa && std::abs(u_wood - u_dense) < 1e-9 * std::abs(u_dense),
+              "woodbury drift/dual/U equal dense (N < n, noise)", std::max(eg / sg, ea / sa));
+    }
+
+    // Label-noise drift: drift(Y, E) = drift_given_dual(A = S Y, B = S E) with S from RidgeFactor.
+    {
+        std::vector<double> k(n * n), grad(N * (d + 1)), given(grad.size());
+        gram_symmetric<double>(p, x, Activation::Tanh, 0, nullptr, k.data(), 2);
+        const RidgeFactor f(k.data(), n, hy.ridge(n), 2);
+        std::vector<double> a_cols(n * T), b_cols(n * T), a_rows(n * T), b_rows(n * T);
+        for (long j = 0; j < n; ++j)
+            for (long i = 0; i < T; ++i) {
+                a_cols[i * n + j] = ys[j * T + i];
+                b_cols[i * n + j] = es[j * T + i];
+            }
+        f.solve_in_place(a_cols.data(), T);
+        f.solve_in_place(b_cols.data(), T);
+        for (long j = 0; j < n; ++j)
+            for (long i = 0; i < T; ++i) {
+                a_rows[j * T + i] = a_cols[i * n + j];
+                b_rows[j * T + i] = b_cols[i * n + j];
+            }
+        drift(p, x, y, hy, Activation::Tanh, es.data(), grad.data(), nullptr, dense);
+        drift_given_dual(p, x, Activation::Tanh, a_rows.data(), b_rows.data(), T, hy, given.data(), dense);
+        double scale;
+        const double e = max_abs_diff(grad, given, &scale);
+        check(e < 1e-11 * scale, "label-noise drift = drift_given_dual(SY, SE)", e / scale);
+
+        // The step for given duals is that drift plus the documented noise, bitwise.
+        std::vector<double> stepped(grad.size()), xi(grad.size());
+        langevin_step_given_dual(p, x, Activation::Tanh, a_rows.data(), b_rows.data(), T, hy, 0.07, 5, 9, 3,
+                                 stepped.data(), dense);
+        particle_noise(5, 9, 3, N, d + 1, xi.data(), 2);
+        bool same = true;
+        const double s = std::sqrt(2.0 * 0.07 * hy.lam);
+        for (std::size_t i = 0; i < grad.size(); ++i) same = same && stepped[i] == ws[i] - 0.07 * given[i] + s * xi[i];
+        check(same, "langevin_step_given_dual = w - eta g + sqrt(2 eta lam) xi", 0.0);
+    }
+
+    // Cross Gram, output weights and network output against naive loops.
+    {
+        const long m = 9;
+        std::vector<double> x2s(m * d);
+        for (double& v : x2s) v = normal(gen);
+        const Inputs x2(x2s.data(), m, d);
+        const std::vector<double> h = naive_features(xs, n, d, ws, N), h2 = naive_features(x2s, m, d, ws, N);
+        std::vector<double> cross(n * m), want(n * m);
+        gram_cross(p, x, x2, Activation::Tanh, 17, cross.data(), 2);
+        for (long r = 0; r < n; ++r)
+            for (long c = 0; c < m; ++c) {
+                double acc = 0;
+                for (long q = 0; q < N; ++q) acc += h[r * N + q] * h2[c * N + q];
+                want[r * m + c] = acc / N;
+            }
+        check(max_abs_diff(cross, want) < 1e-13, "cross gram equals (1/N) H(X) H(X2)^T", max_abs_diff(cross, want));
+
+        std::vector<double> a_cols(n * T), weights(N * T), weights_want(N * T, 0.0);
+        for (double& v : a_cols) v = normal(gen);
+        output_weights(p, x, Activation::Tanh, a_cols.data(), T, weights.data(), 2);
+        for (long k = 0; k < N; ++k)
+            for (long i = 0; i < T; ++i)
+                for (long j = 0; j < n; ++j) weights_want[k * T + i] += h[j * N + k] * a_cols[i * n + j];
+        double scale;
+        double e = max_abs_diff(weights, weights_want, &scale);
+        check(e < 1e-13 * std::max(1.0, scale), "output weights equal H^T A", e);
+
+        std::vector<double> out(m * T), out_want(m * T, 0.0);
+        network_output(p, weights.data(), T, x2s.data(), m, d, Activation::Tanh, 5, out.data(), 2);
+        for (long j = 0; j < m; ++j)
+            for (long i = 0; i < T; ++i) {
+                for (long k = 0; k < N; ++k) out_want[j * T + i] += weights[k * T + i] * h2[j * N + k];
+                out_want[j * T + i] /= N;
+            }
+        e = max_abs_diff(out, out_want, &scale);
+        check(e < 1e-13 * std::max(1.0, scale), "network output equals (1/N) H(X2) a", e);
+    }
+
+    // Noise: particle k's draws depend only on (seed, step, first_index + k) and a longer row starts with the
+    // shorter one; Box-Muller with u0 >= 2^-53 is bounded by sqrt(2 * 53 ln 2); label noise lies in [-s, s].
+    {
+        const long count = 40, dim = 5, far = 4294967295L - 50;  // indices up to 2^32 - 1
+        std::vector<double> a(count * dim), b((count + 7) * (dim + 3));
+        particle_noise(77, 4294967295u, far + 7, count, dim, a.data(), 2);
+        particle_noise(77, 4294967295u, far, count + 7, dim + 3, b.data(), 1);
+        bool prefix = true;
+        double biggest = 0;
+        for (long k = 0; k < count; ++k)
+            for (long l = 0; l < dim; ++l) {
+                prefix = prefix && a[k * dim + l] == b[(k + 7) * (dim + 3) + l];
+                biggest = std::max(biggest, std::abs(a[k * dim + l]));
+            }
+        check(prefix && biggest <= std::sqrt(2.0 * 53.0 * std::log(2.0)), "particle noise keyed by index, bounded",
+              biggest);
+        std::vector<double> e(200 * 3), e1(200 * 3);
+        label_noise(1, 2, 200, 3, 0.25, e.data());
+        label_noise(1, 2, 200, 3, 1.0, e1.data());
+        bool bounded = true, scaled = true;
+        for (std::size_t i = 0; i < e.size(); ++i) {
+            bounded = bounded && std::abs(e[i]) <= 0.25;
+            scaled = scaled && e[i] == 0.25 * e1[i];
+        }
+        check(bounded && scaled, "label noise in [-s, s] and linear in s", 0.0);
+    }
+
+    // n = N = d = 1: K = h^2, A = y / (h^2 + ridge), grad = -lam_a_bar a A h'(z) (x, 1) + lam_w_bar w.
+    {
+        const double x1 = 0.7, y1 = 1.3, w1[2] = {0.4, -0.2};
+        const Inputs xo(&x1, 1, 1);
+        const Particles po{w1, 1, 2};
+        const Targets yo{&y1, 1, 1};
+        const double z = 0.7 * 0.4 - 0.2, h1 = std::tanh(z), hp = 1 - h1 * h1;
+        const double a_dual = 1.3 / (h1 * h1 + hy.ridge(1));
+        double g[2], dual;
+        const double u = drift(po, xo, yo, hy, Activation::Tanh, nullptr, g, &dual, dense).U;
+        const double w0 = -hy.lam_a_bar() * h1 * a_dual * a_dual * hp * 0.7 + hy.lam_w_bar() * 0.4;
+        const double w1g = -hy.lam_a_bar() * h1 * a_dual * a_dual * hp + hy.lam_w_bar() * -0.2;
+        const double u_want = hy.lam_a_bar() / 2 * 1.3 * a_dual;
+        const double e = std::max({std::abs(g[0] - w0) / std::abs(w0), std::abs(g[1] - w1g) / std::abs(w1g),
+                                   std::abs(dual - a_dual) / a_dual, std::abs(u - u_want) / u_want});
+        check(e < 1e-14, "n = N = d = 1 drift, dual and U in closed form", e);
+    }
+
+    // A non-finite Gram entry is reported as not positive definite, never factored into NaNs.
+    {
+        std::vector<double> nan_k = {1.0, 0.0, 0.0, std::nan("")};
+        bool thrown = false;
+        try {
+            RidgeFactor f(nan_k.data(), 2, 0.5);
+        } catch (const NotPositiveDefinite&) {
+            thrown = true;
+        }
+        check(thrown, "NaN in K raises NotPositiveDefinite", 0.0);
+    }
+}
 }  // namespace
 
 int main() {
@@ -191,6 +384,17 @@ int main() {
             e_err = std::max(e_err, std::abs(h[i] - std::erf(z[i])));
         }
         check(e_err < 1e-14, "erf and its derivative vs the C library", e_err);
+        // NaN in (an overflowed pre-activation) stays NaN out: never a plausible +-1.
+        for (Activation act : {Activation::Tanh, Activation::Erf}) {
+            double zn[3] = {std::nan(""), 1.0, -std::nan("")}, dn[3];
+            float zf[3] = {std::nanf(""), 1.0f, -std::nanf("")}, df[3];
+            activate(act, zn, dn, 3);
+            activate(act, zf, df, 3);
+            check(std::isnan(zn[0]) && std::isnan(zn[2]) && std::isnan(dn[0]) && !std::isnan(zn[1]) &&
+                      std::isnan(zf[0]) && std::isnan(zf[2]) && std::isnan(df[0]) && !std::isnan(zf[1]),
+                  act == Activation::Tanh ? "tanh propagates NaN (double, float)" : "erf propagates NaN (double, float)",
+                  0.0);
+        }
     }
 
     // Large n: the output-tiled Gram and the tiled Cholesky (n spans several 256-tiles) against loops.
@@ -227,6 +431,8 @@ int main() {
         }
         check(res < 1e-10 * scale, "tiled Cholesky solve residual (n = 600)", res / scale);
     }
+
+    more_entry_point_checks();
 
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;

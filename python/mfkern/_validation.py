@@ -60,20 +60,26 @@ def check_particles(W, X, name="W"):
         )
 
 
-def positive(value, name):
-    """A finite real number > 0, returned as float."""
+def _real(value, name, what):
+    """float(value) for a real number; TypeError for other types, ValueError when it does not fit a float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        return float(value)
+    except OverflowError:  # e.g. 10**400 or Fraction(10**400, 3)
+        raise ValueError(f"{name} must be {what}, got a number too large for a float") from None
+
+
+def positive(value, name):
+    """A finite real number > 0, returned as float."""
+    value = _real(value, name, "a finite number > 0")
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
 
 
 def non_negative(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    value = _real(value, name, "a finite number >= 0")
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
@@ -107,14 +113,20 @@ def activation_name(activation):
     return activation
 
 
+#: Most threads one call may ask for (OpenMP would fail to create more; no machine has that many cores).
+MAX_THREADS = 1024
+#: Largest size argument passed to the core's 64-bit integers.
+MAX_SIZE = 2**62
+
+
 def n_threads_value(n_threads):
-    """None (the OpenMP/BLAS default) or a positive integer; returned as the core's int (0 = default)."""
+    """None (the OpenMP/BLAS default) or an integer in [1, MAX_THREADS]; returned as the core's int (0 = default)."""
     if n_threads is None:
         return 0
-    return integer(n_threads, "n_threads", minimum=1)
+    return integer(n_threads, "n_threads", minimum=1, maximum=MAX_THREADS)
 
 
 def block_size_value(block_size):
     if block_size is None:
         return 0
-    return integer(block_size, "block_size", minimum=1)
+    return integer(block_size, "block_size", minimum=1, maximum=MAX_SIZE)

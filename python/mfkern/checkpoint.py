@@ -23,6 +23,7 @@ import json
 import numbers
 import os
 import secrets
+import struct
 import zipfile
 import zlib
 
@@ -139,13 +140,43 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
+def _check_members(path):
+    """Refuse, before numpy allocates anything, an archive whose members are not what :func:`save` writes:
+    stored (uncompressed) .npy members whose declared shape and dtype account exactly for their size. A
+    crafted header declaring a huge shape would otherwise make numpy try to allocate it."""
+    archive_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > archive_size:
+                raise CheckpointError(f"{path!r}: member {info.filename!r} is not a stored array of this file "
+                                      f"(compressed, or larger than the file): not an mfkern checkpoint")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                header = member.tell()
+            if dtype.hasobject:
+                raise CheckpointError(f"{path!r}: member {info.filename!r} holds Python objects")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if header + nbytes != info.file_size:
+                raise CheckpointError(f"{path!r}: member {info.filename!r} declares shape {shape} of {dtype} "
+                                      f"({nbytes} bytes) but holds {info.file_size - header} bytes")
+
+
 def _read(path):
     """All arrays of the npz at `path`, every member read (so its CRC is checked) and none unpickled."""
-    corrupt = (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error)
+    # Anything the zip and npy readers raise on a damaged file (NotImplementedError for unknown zip
+    # versions or flags, RuntimeError for encrypted members, ...) means the same: not a readable checkpoint.
+    corrupt = (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+               RuntimeError, MemoryError, struct.error, UnicodeDecodeError, SyntaxError, TypeError)
     passthrough = (FileNotFoundError, IsADirectoryError, PermissionError)
     try:
+        if zipfile.is_zipfile(path):
+            _check_members(path)
         data = np.load(path, allow_pickle=False)
-    except passthrough:
+    except (CheckpointError, *passthrough):
         raise
     except corrupt as exc:
         raise CheckpointError(f"{path!r} is not a readable mfkern checkpoint (truncated or corrupt?): "
@@ -239,7 +270,10 @@ def load(path, cls=None):
         raise CheckpointError(f"{path!r}: history columns have different lengths")
 
     estimator.particles_ = particles
-    estimator.n_steps_done_ = int(_scalar(contents, "n_steps_done", path, "iu"))
+    n_steps_done = int(_scalar(contents, "n_steps_done", path, "iu"))
+    if n_steps_done < 0:
+        raise CheckpointError(f"{path!r}: n_steps_done must be >= 0, got {n_steps_done}")
+    estimator.n_steps_done_ = n_steps_done
     estimator.seed_ = int(_scalar(contents, "seed", path, "u"))
     estimator.dual_coef_ = dual
     estimator.coef_ = coef

@@ -243,6 +243,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         X_val, val_index = self._check_validation(X_val, y_val, d, classes)
         direction = self._check_direction(target_direction, d)
         seed = self._continuation(p, continuing)
+        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _ClassifierRun(X=X, Y=Y, X_val=X_val, Y_val=None, direction=direction, label_noise=0.0,
                              ridge=n * p["lam"] * p["lam_a"], one_d=Y.shape[1] == 1, classes=classes,
                              y_index=y_index, val_index=val_index, **p)
@@ -292,9 +293,12 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             A, _, U = self._solve(K, run)
         except NewtonConvergenceError as exc:
             raise _StepFailure(str(exc)) from exc
-        W_new = core.langevin_step_given_dual(W, run.X, A, eta=run.eta, lam=run.lam, lam_a=run.lam_a,
-                                              lam_w=run.lam_w, seed=self.seed_, step=step,
-                                              activation=run.activation, n_threads=run.n_threads)
+        try:
+            W_new = core.langevin_step_given_dual(W, run.X, A, eta=run.eta, lam=run.lam, lam_a=run.lam_a,
+                                                  lam_w=run.lam_w, seed=self.seed_, step=step,
+                                                  activation=run.activation, n_threads=run.n_threads)
+        except FloatingPointError as exc:
+            raise _StepFailure("the particles became non-finite") from exc
         return W_new, A, U
 
     def _diagnostics(self, W, step, run):

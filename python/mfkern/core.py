@@ -24,6 +24,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import _core
 from ._validation import (
+    MAX_SIZE,
     activation_name,
     as_float_array,
     as_targets,
@@ -40,6 +41,7 @@ from ._validation import (
 __all__ = [
     "NotPositiveDefiniteError",
     "MemoryLimitError",
+    "NonFiniteStepError",
     "features",
     "gram",
     "second_layer",
@@ -89,10 +91,13 @@ class MemoryLimitError(MemoryError):
 
 
 def _format_bytes(b):
+    b = int(b)
+    if b >= 2**80:
+        return f"about 2**{b.bit_length() - 1} bytes"
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if b >= size:
-            return f"{b / size:.3g} {unit} ({int(b)} bytes)"
-    return f"{int(b)} bytes"
+            return f"{b / size:.3g} {unit} ({b} bytes)"
+    return f"{b} bytes"
 
 
 def available_memory():
@@ -157,21 +162,65 @@ def thread_limits(n_threads):
     """
     if n_threads is None:
         return contextlib.nullcontext()
-    return _blas_controller().limit(limits=int(n_threads), user_api="blas")
+    return _blas_controller().limit(limits=n_threads_value(n_threads), user_api="blas")
 
 
 def _inputs(X, name="X"):
     return as_float_array(X, name, ndim=(2,))
 
 
+# Pre-activations above this bound could overflow (or lose the sign of) u.x + b in floating point.
+_MAX_PRE_ACTIVATION = 1e300
+
+
 def _particles(W, X, name="W"):
     W = as_float_array(W, name, ndim=(2,))
     check_particles(W, X, name)
+    # |u.x + b| <= max|w| (d max|x| + 1): refuse inputs whose pre-activations could overflow, rather than
+    # return features of inf - inf.
+    if W.size and X.size:
+        bound = float(np.abs(W).max()) * (X.shape[1] * float(np.abs(X).max()) + 1.0)
+        if not bound <= _MAX_PRE_ACTIVATION:
+            raise ValueError(f"{name} and X are too large: the pre-activations u.x + b may overflow a float "
+                             f"(max |{name}| = {np.abs(W).max():.3g}, max |X| = {np.abs(X).max():.3g}); rescale them")
     return W
 
 
-def _hyper(lam, lam_a, lam_w):
-    return positive(lam, "lam"), positive(lam_a, "lam_a"), positive(lam_w, "lam_w")
+def _hyper(lam, lam_a, lam_w, n=None):
+    """lam, lam_a, lam_w as floats; the products the core uses (lam*lam_a, lam*lam_w and the ridge
+    n*lam*lam_a) must be finite and > 0 too, and the error names the parameters that broke them."""
+    lam, lam_a, lam_w = positive(lam, "lam"), positive(lam_a, "lam_a"), positive(lam_w, "lam_w")
+    for label, value in (("lam * lam_a", lam * lam_a), ("lam * lam_w", lam * lam_w),
+                         ("n * lam * lam_a (the ridge)", (n or 1) * lam * lam_a)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{label} = {value} is not a finite number > 0 (lam={lam}, lam_a={lam_a}, "
+                             f"lam_w={lam_w}{'' if n is None else f', n={n}'}): choose lam, lam_a, lam_w in a "
+                             f"range whose products stay representable")
+    return lam, lam_a, lam_w
+
+
+class NonFiniteStepError(FloatingPointError):
+    """A Langevin step whose new particles are not finite (the chain diverged).
+
+    ``dual`` and ``U`` hold the second layer at the pre-step particles, which was still finite, so that a
+    caller can keep the last good state.
+    """
+
+    def __init__(self, message, *, dual, U):
+        super().__init__(message)
+        self.dual = dual
+        self.U = U
+
+
+def _finite(result, what, hint):
+    """Refuse to return a non-finite result silently."""
+    arrays = result if isinstance(result, tuple) else (result,)
+    for a in arrays:
+        if isinstance(a, np.ndarray) and not np.isfinite(a).all():
+            raise FloatingPointError(f"{what} is not finite: {hint}")
+        if isinstance(a, float) and not np.isfinite(a):
+            raise FloatingPointError(f"{what} is not finite: {hint}")
+    return result
 
 
 def _restore(A, one_d):
@@ -203,7 +252,7 @@ def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     n1, n2 = X.shape[0], (X2 if X2 is not None else X).shape[0]
-    panel = bs or max(64, min(W.shape[0], (8 << 20) // (8 * max(n1, n2))))
+    panel = min(bs or max(64, (8 << 20) // (8 * max(n1, n2)), n1, n2), W.shape[0])
     _check_memory("gram", 8 * (n1 * n2 + (n1 + n2) * (panel + W.shape[1])))
     return _core.gram(W, X, X2, act, bs, nt)
 
@@ -246,12 +295,13 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     X = _inputs(X)
     W = _particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
     _check_memory("objective", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, 0, True))
     out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt, solver, _precision(precision))
+    _finite((out["U"], out["G"], out["dual"]), "the objective", "lam, lam_a, lam_w or the particles are too large")
     out.pop("mean_sq_norm")
     out["ridge"] = X.shape[0] * lam * lam_a
     out["dual"] = _restore(out["dual"], one_d)
@@ -280,7 +330,7 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     X = _inputs(X)
     W = _particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
     E = None
     if label_noise is not None:
         E, _ = as_targets(label_noise, "label_noise", X.shape[0])
@@ -288,10 +338,11 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
             raise ValueError(f"label_noise must have the shape of Y {Y.shape}, got {E.shape}")
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    cb = integer(cache_bytes, "cache_bytes", minimum=0)
+    cb = integer(cache_bytes, "cache_bytes", minimum=0, maximum=MAX_SIZE)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
     _check_memory("drift", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
     grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt, solver, _precision(precision))
+    _finite((grad, A, float(U)), "the drift", "lam, lam_a, lam_w or the particles are too large")
     if return_dual:
         return grad, _restore(A, one_d), U
     return grad
@@ -314,7 +365,7 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     W = _particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
     eta = positive(eta, "eta")
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
     seed, step = seed_value(seed), step_value(step)
     level = non_negative(label_noise_level, "label_noise_level")
     first = integer(first_index, "first_index", minimum=0)
@@ -322,12 +373,18 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
         raise ValueError("first_index + N must be at most 2**32 (particle indices are 32-bit)")
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    cb = integer(cache_bytes, "cache_bytes", minimum=0)
+    cb = integer(cache_bytes, "cache_bytes", minimum=0, maximum=MAX_SIZE)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
     _check_memory("langevin_step",
                   _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
     W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
                                       nt, solver, _precision(precision))
+    if np.isfinite(A).all() and np.isfinite(U) and not np.isfinite(W_new).all():
+        raise NonFiniteStepError(
+            "the stepped particles are not finite: the step size eta, the temperature lam or the drift is too "
+            "large (the chain diverges)", dual=_restore(A, one_d), U=float(U))
+    _finite((W_new, A, float(U)), "the stepped particles",
+            "the step size eta, the temperature lam or the drift is too large (the chain diverges)")
     if return_dual:
         return W_new, _restore(A, one_d), U
     return W_new
@@ -355,10 +412,11 @@ def drift_given_dual(W, X, A, *, lam, lam_a, lam_w, B=None, activation="tanh", n
     A, _ = _dual(A, "A", X.shape[0])
     if B is not None:
         B, _ = _dual(B, "B", X.shape[0], like=A)
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
     act = activation_name(activation)
-    return _core.drift_given_dual(W, X, A, B, lam, lam_a, lam_w, act, n_threads_value(n_threads),
-                                  _precision(precision))
+    return _finite(_core.drift_given_dual(W, X, A, B, lam, lam_a, lam_w, act, n_threads_value(n_threads),
+                                          _precision(precision)),
+                   "the drift", "lam, lam_a, lam_w, A or the particles are too large")
 
 
 def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=None, activation="tanh",
@@ -371,14 +429,15 @@ def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=N
     if B is not None:
         B, _ = _dual(B, "B", X.shape[0], like=A)
     eta = positive(eta, "eta")
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w)
+    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
     seed, step = seed_value(seed), step_value(step)
     first = integer(first_index, "first_index", minimum=0)
     if first + W.shape[0] - 1 > 2**32 - 1:
         raise ValueError("first_index + N must be at most 2**32 (particle indices are 32-bit)")
     act = activation_name(activation)
-    return _core.langevin_step_given_dual(W, X, A, B, eta, lam, lam_a, lam_w, seed, step, first, act,
-                                          n_threads_value(n_threads), _precision(precision))
+    return _finite(_core.langevin_step_given_dual(W, X, A, B, eta, lam, lam_a, lam_w, seed, step, first, act,
+                                                  n_threads_value(n_threads), _precision(precision)),
+                   "the stepped particles", "the step size eta, the temperature lam or the drift is too large")
 
 
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
@@ -388,7 +447,8 @@ def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=Non
     A, one_d = as_targets(A, "A", X.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    return _restore(_core.output_weights(W, X, A, act, bs, nt), one_d)
+    return _restore(_finite(_core.output_weights(W, X, A, act, bs, nt), "the output weights",
+                            "A is too large"), one_d)
 
 
 def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threads=None):
@@ -398,17 +458,19 @@ def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threa
     weights, one_d = as_targets(weights, "weights", W.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    return _restore(_core.network_output(W, weights, X, act, bs, nt), one_d)
+    return _restore(_finite(_core.network_output(W, weights, X, act, bs, nt), "the network output",
+                            "the weights are too large"), one_d)
 
 
 def particle_noise(seed, step, count, dim, *, first_index=0, n_threads=None):
     """The standard normals xi (count, dim) that `langevin_step` adds for particles first_index.. at `step`."""
     seed, step = seed_value(seed), step_value(step)
-    count = integer(count, "count", minimum=0)
-    dim = integer(dim, "dim", minimum=1)
+    count = integer(count, "count", minimum=0, maximum=2**32)
+    dim = integer(dim, "dim", minimum=1, maximum=2**31 - 1)
     first = integer(first_index, "first_index", minimum=0)
     if count and first + count - 1 > 2**32 - 1:
         raise ValueError("first_index + count must be at most 2**32 (particle indices are 32-bit)")
+    _check_memory("particle_noise", 8 * count * dim)
     return _core.particle_noise(seed, step, first, count, dim, n_threads_value(n_threads))
 
 
@@ -418,6 +480,7 @@ def label_noise(seed, step, n, tasks=1, level=1.0):
     n = integer(n, "n", minimum=1, maximum=2**32)
     tasks = integer(tasks, "tasks", minimum=1, maximum=2**30)
     level = non_negative(level, "level")
+    _check_memory("label_noise", 8 * n * tasks)
     return _core.label_noise(seed, step, n, tasks, level)
 
 
@@ -429,13 +492,15 @@ def kernel_alignment(K, f):
     """
     K = _square_symmetric(K)
     F, _ = as_targets(f, "f", K.shape[0])
-    f_norm2 = float(np.sum(F * F))
-    k_norm = float(np.linalg.norm(K))
-    if f_norm2 == 0:
+    # The alignment does not change when f or K is scaled: normalise both first, so that neither huge nor
+    # tiny values overflow or underflow on the way.
+    f_max, k_max = float(np.abs(F).max()), float(np.abs(K).max())
+    if f_max == 0:
         raise ValueError("f must not be identically zero")
-    if k_norm == 0:
+    if k_max == 0:
         raise ValueError("K must not be identically zero")
-    return float(np.einsum("ji,jk,ki->", F, K, F) / (f_norm2 * k_norm))
+    F, K = F / f_max, K / k_max
+    return float(np.einsum("ji,jk,ki->", F, K, F) / (float(np.sum(F * F)) * float(np.linalg.norm(K))))
 
 
 def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
@@ -447,9 +512,11 @@ def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
     X = _inputs(X)
     W = _particles(W, X)
     F, _ = as_targets(f, "f", X.shape[0])
-    f_norm2 = float(np.sum(F * F))
-    if f_norm2 == 0:
+    f_max = float(np.abs(F).max())
+    if f_max == 0:
         raise ValueError("f must not be identically zero")
+    F = F / f_max  # scale-invariant: keeps huge or tiny f representable
+    f_norm2 = float(np.sum(F * F))
     N = W.shape[0]
     _check_memory("kernel_alignment_features", 8 * N * (2 * N + 1024))
     HtF = output_weights(W, X, F, activation, n_threads=n_threads)
@@ -483,11 +550,17 @@ def parameter_alignment(W, u_star):
     if W.shape[1] not in (d, d + 1):
         raise ValueError(f"W must have d = {d} or d+1 = {d + 1} columns for u_star of length {d}, "
                          f"got {W.shape[1]}")
-    norm = np.linalg.norm(u)
-    if norm == 0:
+    # Each term is invariant to scaling u_k and u*: normalise them by their largest entries first, so that
+    # neither huge nor tiny weights overflow or underflow.
+    u_max = float(np.abs(u).max())
+    if u_max == 0:
         raise ValueError("u_star must not be the zero vector")
+    u = u / u_max
+    u = u / np.linalg.norm(u)
     U = W[:, :d]
+    row_max = np.abs(U).max(axis=1, keepdims=True)
+    U = np.divide(U, row_max, out=np.zeros_like(U), where=row_max > 0)
     sq = np.einsum("kl,kl->k", U, U)
-    proj = U @ (u / norm)
+    proj = U @ u
     ratio = np.divide(proj * proj, sq, out=np.zeros_like(sq), where=sq > 0)
     return float(ratio.mean())

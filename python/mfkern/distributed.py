@@ -46,10 +46,11 @@ from sklearn.utils.validation import check_is_fitted
 from . import core
 from ._validation import as_targets, integer
 from .estimator import (
-    HISTORY_KEYS,
     _MAX_STEPS,
+    HISTORY_KEYS,
     DivergenceError,
     MeanFieldRegressor,
+    _particles_finite,
     _seed_from,
     _validate_data,
 )
@@ -436,6 +437,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
                 _seed_from(rs)
             seed = net.bcast(_seed_from(rs) if net.rank == 0 else None)
 
+        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = dict(p, X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, seed=seed, start=start, last=start + p["n_steps"], counts=counts,
                    first_index=start_index, net=net, fresh=not continuing, t0=time.perf_counter(),
@@ -472,10 +474,15 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             if t == run["last"]:  # always a logged step, so the second layer is committed
                 break
             previous = (t, W, A)
-            W = core.langevin_step_given_dual(
-                W, run["X"], A, B=B, eta=run["eta"], lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
-                seed=run["seed"], step=t, activation=run["activation"], first_index=run["first_index"],
-                n_threads=run["n_threads"], precision=run["precision"])
+            try:
+                W = core.langevin_step_given_dual(
+                    W, run["X"], A, B=B, eta=run["eta"], lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
+                    seed=run["seed"], step=t, activation=run["activation"], first_index=run["first_index"],
+                    n_threads=run["n_threads"], precision=run["precision"])
+            except FloatingPointError:
+                # Non-finite particles on this rank: every rank learns it in the next step's collective
+                # status check, and all of them raise the same DivergenceError there.
+                W = np.full_like(W, np.nan)
             t += 1
             # Commit the particles at once, so the fitted state follows the run (the second layer follows at
             # the next logged step, as in MeanFieldRegressor).
@@ -491,7 +498,8 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         fraction = W.shape[0] / N
         noisy = run["label_noise"] > 0 and t < run["last"]
         m = 0 if run["X_val"] is None else run["X_val"].shape[0]
-        finite = bool(np.isfinite(W).all())
+        # As in MeanFieldRegressor: particles whose term (lam lam_w / 2) ||w||^2 of G overflows count as non-finite.
+        finite = _particles_finite(W, run["lam"] * run["lam_w"])
         # The partial Gram is reduced in place (no copy of the n x n buffer); the few other sums travel in a
         # second, small Reduce: [non-finite count | (log) sum ||w||^2, alignment part, K(X_val, X)].
         if finite:

@@ -190,6 +190,15 @@ class _Run:
     progress: Any = None
 
 
+def _particles_finite(W, lam_w_bar):
+    """Whether particles are finite and so is their term (lam_w_bar / 2) mean ||w||^2 of G: particles so
+    large that it overflows mean the chain has run away, as surely as non-finite ones."""
+    if not np.isfinite(W).all():
+        return False
+    with np.errstate(over="ignore"):
+        return math.isfinite(lam_w_bar / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0])
+
+
 class _StepFailure(Exception):
     """Raised by a training step hook when the step cannot be computed; `cause` says why, in words.
 
@@ -340,7 +349,7 @@ class _MeanFieldBase(BaseEstimator):
             if not math.isfinite(U):
                 self._diverge(run, good, step + 1, "the objective U is not finite")
             good = (step, W, A)  # the second layer at W is known now
-            if not np.isfinite(W_new).all():
+            if not _particles_finite(W_new, run.lam * run.lam_w):
                 self._diverge(run, good, step + 1, "the particles became non-finite")
             # Commit the step: particles first, so the step count never runs ahead of its particles.
             self.particles_ = W_new
@@ -645,6 +654,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         X_val, Y_val = self._check_validation(X_val, y_val, d, Y.shape[1])
         direction = self._check_direction(target_direction, d)
         seed = self._continuation(p, continuing)
+        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, **p)
         self._run_training(run, seed, continuing)
@@ -673,6 +683,12 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
                 precision=run.precision)
         except core.NotPositiveDefiniteError as exc:
             raise _StepFailure("K + ridge I is not positive definite") from exc
+        except core.NonFiniteStepError as exc:
+            # Only the stepped particles are not finite; the second layer at W is known: the loop keeps W as
+            # the last good state, as for any non-finite particles.
+            return np.full_like(W, np.nan), exc.dual, exc.U
+        except FloatingPointError as exc:
+            raise _StepFailure("the objective became non-finite") from exc
 
     def _diagnostics(self, W, step, run):
         """The history entry at particles W (one Gram for all of it), the dual coefficients A (n, T) and the
@@ -708,6 +724,9 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         except core.NotPositiveDefiniteError as exc:
             raise DivergenceError(str(exc), step=step, n_steps_done=None,
                                   cause="K + ridge I is not positive definite") from exc
+        except FloatingPointError as exc:
+            raise DivergenceError(str(exc), step=step, n_steps_done=None,
+                                  cause="the objective is not finite") from exc
         U, G, dof, A = obj["U"], obj["G"], obj["dof"], obj["dual"]
         if not math.isfinite(U):
             raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
