@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from mfkern import core
 
 ACTIVATIONS = ("tanh", "erf")
-DEFAULT_CACHE = core.DEFAULT_CACHE_BYTES
+DEFAULT_CACHE = 512 * 2**20  # a cache that holds these problems' features (the default is 0: recompute)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_auto_picks_woodbury_when_particles_are_fewer_than_samples():
 @pytest.mark.parametrize("solver", ["dense", "woodbury"])
 def test_streamed_and_cached_features_agree(solver):
     X, W, Y = _problem(700, 300, 2)
-    cached = core.langevin_step(W, X, Y, eta=0.1, seed=2, step=3, solver=solver, **HYPER)
+    cached = core.langevin_step(W, X, Y, eta=0.1, seed=2, step=3, solver=solver, cache_bytes=2**30, **HYPER)
     streamed = core.langevin_step(W, X, Y, eta=0.1, seed=2, step=3, solver=solver, cache_bytes=0, **HYPER)
     np.testing.assert_allclose(streamed, cached, rtol=0, atol=1e-13)
 

@@ -23,7 +23,7 @@ struct Options {
     bool single_precision = false;             // features and their products in float (sums in double)
     int n_threads = 0;                         // OpenMP threads; 0: the OpenMP default
     long block_size = 0;                       // particles per block; 0: default_block_size
-    std::size_t cache_bytes = std::size_t(512) << 20;  // keep all features in memory up to this size
+    std::size_t cache_bytes = 0;               // keep all features between the passes up to this size
 };
 
 // Targets: row-major n x T.
