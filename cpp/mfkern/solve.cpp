@@ -28,7 +28,7 @@ double symmetric_norm1(const double* a, long n) {
         }
     return n ? *std::max_element(col.begin(), col.end()) : 0.0;
 }
-constexpr long kCholeskyTile = 256;
+constexpr long kCholeskyTile = 128;
 
 // Lower Cholesky factor in place, in tiles; returns LAPACK-style info (0, or the failing leading minor).
 int tiled_cholesky(double* a, long n, int n_threads) {
