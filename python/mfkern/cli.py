@@ -20,30 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._argtypes import positive_int as _positive_int
+from ._argtypes import seed as _seed
+
 __all__ = ["main", "build_parser"]
 
 EXPERIMENT_CHOICES = ("fig1", "fig2", "separation", "single-index", "parity", "all")
 _DISCRETIZATION_HELP = "discretisation-error sweeps (O(1/N) and O(eta)) of mfkern.analysis"
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {value}")
-    return value
 
 
 def _add_discretization(subparsers, load):

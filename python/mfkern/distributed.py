@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from . import core
-from ._validation import as_targets, integer
+from ._validation import integer
 from .estimator import (
     _MAX_STEPS,
     HISTORY_KEYS,
@@ -397,12 +397,8 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         if N < net.size:
             raise ValueError(f"n_particles={N} must be at least the number of ranks ({net.size})")
         continuing = bool(self.warm_start) and hasattr(self, "local_particles_")
-        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
-                              y_numeric=True)
-        Y, one_d = as_targets(y, "y", X.shape[0])
+        X, Y, one_d, X_val, Y_val, direction = self._fit_data(X, y, X_val, y_val, target_direction, continuing)
         n, d = X.shape
-        X_val, Y_val = self._check_validation(X_val, y_val, d, Y.shape[1])
-        direction = self._check_direction(target_direction, d)
         counts = shard_counts(N, net.size)
         start_index, stop_index = shard_bounds(N, net.size, net.rank)
         if continuing:

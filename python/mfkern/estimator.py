@@ -647,18 +647,23 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         """
         p = self._check_params()
         continuing = bool(self.warm_start) and hasattr(self, "particles_")
-        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
-                              y_numeric=True)
-        Y, one_d = as_targets(y, "y", X.shape[0])
-        n, d = X.shape
-        X_val, Y_val = self._check_validation(X_val, y_val, d, Y.shape[1])
-        direction = self._check_direction(target_direction, d)
+        X, Y, one_d, X_val, Y_val, direction = self._fit_data(X, y, X_val, y_val, target_direction, continuing)
+        n = X.shape[0]
         seed = self._continuation(p, continuing)
         core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, **p)
         self._run_training(run, seed, continuing)
         return self
+
+    def _fit_data(self, X, y, X_val, y_val, target_direction, continuing):
+        """The validated data of `fit`: X, Y (n, T), whether y was 1-D, X_val, Y_val and the direction."""
+        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
+                              y_numeric=True)
+        Y, one_d = as_targets(y, "y", X.shape[0])
+        X_val, Y_val = self._check_validation(X_val, y_val, X.shape[1], Y.shape[1])
+        direction = self._check_direction(target_direction, X.shape[1])
+        return X, Y, one_d, X_val, Y_val, direction
 
     def _check_validation(self, X_val, y_val, d, T):
         if (X_val is None) != (y_val is None):

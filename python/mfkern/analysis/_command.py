@@ -22,6 +22,9 @@ import time
 
 import numpy as np
 
+from .._argtypes import n_jobs as _n_jobs
+from .._argtypes import positive_int as _positive_int
+from .._argtypes import seed as _seed
 from ._config import DiscretizationConfig
 from ._runner import CACHE_NAME
 from .particle import particle_error
@@ -229,36 +232,6 @@ def run_suite(quick=True, *, out_dir="mfkern-results/discretization", cache_dir=
         json.dump(document, handle, indent=1, allow_nan=False)
     print(f"\nwrote {out_dir / RESULT_NAME} ({document['total_elapsed_s']:.1f} s in all)", file=stream)
     return document
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _n_jobs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {text!r}") from None
-    if value < 1 and value != -1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or -1 (one per CPU), got {value}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {value}")
-    return value
 
 
 def _cases(text):
