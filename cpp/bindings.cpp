@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -59,6 +60,8 @@ bool register_scipy_blas() {
         r.dtrsm = reinterpret_cast<blas::dtrsm_t*>(get(blas, "dtrsm"));
         r.sgemm = reinterpret_cast<blas::sgemm_t*>(get(blas, "sgemm"));
         r.ssyrk = reinterpret_cast<blas::ssyrk_t*>(get(blas, "ssyrk"));
+        r.dgemv = reinterpret_cast<blas::dgemv_t*>(get(blas, "dgemv"));
+        r.sgemv = reinterpret_cast<blas::sgemv_t*>(get(blas, "sgemv"));
         blas::set_routines(r);
         return true;
     } catch (py::error_already_set&) {
@@ -311,4 +314,129 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
     }, py::arg("seed"), py::arg("step"), py::arg("n"), py::arg("tasks"), py::arg("level"));
+
+    // The stateful engine: data, particles and second-layer state held in C++; GIL released while it works.
+    py::class_<Engine>(m, "Engine", "Stateful MFLD trainer (private: use mfkern.engine.Engine).")
+        .def(py::init([](const Array& x, const Array& y, const Array& w, double lam, double lam_a, double lam_w,
+                         const std::string& act, double eta, std::uint64_t seed, std::uint32_t step, double level,
+                         const std::string& second_layer, const std::string& precision, int n_threads,
+                         long block_size, double tol, long max_iterations, long first_index) {
+                 EngineOptions o;
+                 if (second_layer == "dense") o.second_layer = SecondLayer::Dense;
+                 else if (second_layer == "woodbury") o.second_layer = SecondLayer::Woodbury;
+                 else if (second_layer == "cg") o.second_layer = SecondLayer::Pcg;
+                 else throw std::invalid_argument("second_layer must be 'dense', 'woodbury' or 'cg', got '" +
+                                                  second_layer + "'");
+                 if (precision == "float32") o.single_precision = true;
+                 else if (precision != "float64")
+                     throw std::invalid_argument("precision must be 'float64' or 'float32', got '" + precision + "'");
+                 o.n_threads = n_threads;
+                 o.block_size = block_size;
+                 o.tol = tol;
+                 o.max_iterations = max_iterations;
+                 o.first_index = first_index;
+                 const Activation a = parse_activation(act);
+                 py::gil_scoped_release release;
+                 return std::make_unique<Engine>(x.data(), x.shape(0), x.shape(1), y.data(), y.shape(1), w.data(),
+                                                 w.shape(0), Hyper{lam, lam_a, lam_w}, a, eta, seed, step, level, o);
+             }),
+             py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("w").noconvert(), py::arg("lam"),
+             py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("eta"), py::arg("seed"),
+             py::arg("step"), py::arg("label_noise_level"), py::arg("second_layer"), py::arg("precision"),
+             py::arg("n_threads"), py::arg("block_size"), py::arg("tol"), py::arg("max_iterations"),
+             py::arg("first_index"))
+        .def("run", [](Engine& e, long k, const py::object& stop) {
+            RunResult r;
+            bool signalled = false;
+            {
+                py::gil_scoped_release release;
+                const blas::Session session;
+                // Before each step: pending signals (Ctrl-C) and the caller's stop flag, with the GIL.
+                const std::function<bool()> stop_requested = [&]() {
+                    py::gil_scoped_acquire acquire;
+                    if (PyErr_CheckSignals() != 0) {
+                        signalled = true;
+                        return true;
+                    }
+                    return !stop.is_none() && stop().cast<bool>();
+                };
+                r = e.run(k, stop_requested);
+            }
+            if (signalled) throw py::error_already_set();  // e.g. KeyboardInterrupt, at a step boundary
+            static const char* names[] = {"completed", "stopped", "nonfinite", "not_positive_definite"};
+            py::dict out;
+            out["steps"] = r.steps;
+            out["status"] = names[static_cast<int>(r.status)];
+            out["message"] = r.message;
+            return out;
+        }, py::arg("k"), py::arg("stop") = py::none(),
+           "Advance up to k steps; returns {'steps', 'status', 'message'}.")
+        .def("diagnostics", [](Engine& e) {
+            EngineDiagnostics d;
+            {
+                py::gil_scoped_release release;
+                const blas::Session session;
+                d = e.diagnostics();
+            }
+            py::dict out;
+            out["U"] = d.U;
+            out["G"] = d.G;
+            out["dof"] = d.dof;
+            out["condition"] = d.condition;
+            out["mean_sq_norm"] = d.mean_sq_norm;
+            out["train_mse"] = d.train_mse;
+            out["kernel_alignment"] = d.kernel_alignment;
+            return out;
+        })
+        .def("output_weights", [](Engine& e) {
+            auto out = empty(e.n_particles(), e.n_tasks());
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                const blas::Session session;
+                e.output_weights(o);
+            }
+            return out;
+        }, "Second-layer weights H^T A (N, T) for the dual coefficients held.")
+        .def("set_particles", [](Engine& e, const Array& w, std::uint32_t step) {
+            py::gil_scoped_release release;
+            const blas::Session session;
+            e.set_particles(w.data(), step);
+        }, py::arg("w").noconvert(), py::arg("step"))
+        .def("set_alignment_target", [](Engine& e, const Array& target) {
+            if (target.shape(0) != e.n()) throw std::invalid_argument("alignment target must have n rows");
+            e.set_alignment_target(target.data(), target.shape(1));
+        }, py::arg("target").noconvert())
+        .def("roll_back", [](Engine& e) {
+            const blas::Session session;
+            return e.roll_back();
+        })
+        .def_property_readonly("particles", [](const Engine& e) {
+            auto out = empty(e.n_particles(), e.dim());
+            const blas::Session session;
+            std::copy(e.particles(), e.particles() + e.n_particles() * e.dim(), out.mutable_data());
+            return out;
+        })
+        .def_property_readonly("dual", [](const Engine& e) {
+            auto out = empty(e.n(), e.n_tasks());
+            const blas::Session session;
+            const long n = e.n(), t = e.n_tasks();
+            for (long j = 0; j < n; ++j)
+                for (long i = 0; i < t; ++i) out.mutable_data()[j * t + i] = e.dual()[i * n + j];
+            return out;
+        }, "Dual coefficients A (n, T) of the last second-layer solve.")
+        .def_property_readonly("has_current_dual", &Engine::has_current_dual)
+        .def_property_readonly("step", &Engine::step)
+        .def_property_readonly("last_U", &Engine::last_U)
+        .def_property_readonly("stats", [](const Engine& e) {
+            const SolverStats& s = e.stats();
+            py::dict out;
+            out["solves"] = s.solves;
+            out["factorizations"] = s.factorizations;
+            out["cg_solves"] = s.cg_solves;
+            out["cg_iterations"] = s.cg_iterations;
+            out["cg_fallbacks"] = s.cg_fallbacks;
+            out["max_cg_iterations"] = s.max_cg_iterations;
+            return out;
+        });
 }

@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mfkern import core
+from mfkern.engine import Engine, RunResult
 from mfkern.estimator import HISTORY_KEYS, DivergenceError, MeanFieldRegressor
 
 # Small problems keep every fit well under a second; n_threads=1 avoids oversubscribing a busy machine
@@ -331,25 +332,55 @@ def test_ctrl_c_stops_after_a_step_and_leaves_a_usable_estimator(rng):
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT with os.kill")
 def test_ctrl_c_during_a_step_lets_that_step_finish(rng, monkeypatch):
     X, y = product_task(rng, 30, 3)
-    real_step = core.langevin_step
+    real_run = Engine.run
     handlers = []
 
-    def step_interrupted_midway(W, X, Y, **kwargs):
-        if kwargs["step"] == 5:  # steps are 0-based: this is the 6th
-            handlers.append(signal.getsignal(signal.SIGINT))
-            os.kill(os.getpid(), signal.SIGINT)  # Python would raise here under the default handler
-        return real_step(W, X, Y, **kwargs)
+    def run_with_ctrl_c_during_step_6(self, k, stop=None):
+        start, asked = self.step, [0]
 
-    monkeypatch.setattr(core, "langevin_step", step_interrupted_midway)
+        def stop_then_signal():  # asked by the engine before each step, with the GIL
+            step = start + asked[0]
+            asked[0] += 1
+            answer = stop()
+            if step == 5:  # steps are 0-based: the 6th starts now, and SIGINT arrives while it runs
+                handlers.append(signal.getsignal(signal.SIGINT))
+                os.kill(os.getpid(), signal.SIGINT)  # Python would raise here under the default handler
+            return answer
+
+        return real_run(self, k, stop_then_signal)
+
+    monkeypatch.setattr(Engine, "run", run_with_ctrl_c_during_step_6)
     est = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 100})
     with pytest.raises(KeyboardInterrupt):
         est.fit(X, y)
     assert handlers[0] is not signal.default_int_handler
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert est.n_steps_done_ == 6 and est.history_["step"] == [0, 4, 6]
-    monkeypatch.setattr(core, "langevin_step", real_step)
+    monkeypatch.setattr(Engine, "run", real_run)
     reference = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 6}).fit(X, y)
     np.testing.assert_array_equal(est.particles_, reference.particles_)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT with os.kill")
+def test_ctrl_c_inside_the_engine_stops_at_a_step_boundary(rng):
+    # SIGINT from another thread while run(k) computes in C++ with the GIL released: the engine asks for
+    # pending signals before each step, so the estimator stops within one step, at a consistent state.
+    X, y = product_task(rng, 300, 5)
+    params = dict(n_particles=400, log_every=10**6, random_state=4, n_threads=1, solver="cg")
+    est = MeanFieldRegressor(n_steps=10**6, **params)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            est.fit(X, y)
+    finally:
+        timer.cancel()
+        timer.join()
+    done = est.n_steps_done_
+    assert 0 < done < 10**6 and est.history_["step"] == [0, done]
+    reference = MeanFieldRegressor(n_steps=done, **params).fit(X, y)
+    np.testing.assert_array_equal(est.particles_, reference.particles_)
+    np.testing.assert_array_equal(est.predict(X), reference.predict(X))
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT with os.kill")
@@ -388,23 +419,26 @@ def test_huge_step_size_diverges_naming_the_step_and_keeps_the_last_good_state(r
 @pytest.mark.parametrize("failure", ["cholesky", "nan_objective"])
 def test_failure_inside_a_step_rolls_back_to_the_last_solvable_particles(rng, monkeypatch, failure):
     X, y = product_task(rng, 30, 3)
-    real_step = core.langevin_step
+    real_run = Engine.run
 
-    def failing_step(W, X, Y, **kwargs):  # the solve at the particles after 7 steps fails
-        W_new, A, U = real_step(W, X, Y, **kwargs)
-        if kwargs["step"] == 7:
-            if failure == "cholesky":
-                raise core.NotPositiveDefiniteError("K + ridge I is not positive definite (simulated)")
-            U = float("nan")
-        return W_new, A, U
+    def run_failing_at_step_8(self, k, stop=None):
+        # What the engine reports when the solve at the particles after 7 steps fails: 7 steps taken, the
+        # particles of step 7 current, the dual of step 6 held (the C++ engine keeps both until a step is
+        # taken), status failed.
+        result = real_run(self, min(k, 7 - self.step), stop) if self.step < 7 else None
+        if self.step < 7:
+            return result
+        status, message = (("not_positive_definite", "K + ridge I is not positive definite (simulated)")
+                           if failure == "cholesky" else ("nonfinite", "the objective U is not finite"))
+        return RunResult(result.steps if result else 0, status, message)
 
-    monkeypatch.setattr(core, "langevin_step", failing_step)
+    monkeypatch.setattr(Engine, "run", run_failing_at_step_8)
     est = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 20})
     with pytest.raises(DivergenceError, match="at step 8") as info:
         est.fit(X, y)
     assert info.value.n_steps_done == est.n_steps_done_ == 6
     assert est.history_["step"] == [0, 4, 6]
-    monkeypatch.setattr(core, "langevin_step", real_step)
+    monkeypatch.setattr(Engine, "run", real_run)
     reference = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 6}).fit(X, y)
     np.testing.assert_array_equal(est.particles_, reference.particles_)
     np.testing.assert_allclose(est.predict(X), reference.predict(X), rtol=1e-12)

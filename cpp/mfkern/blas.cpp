@@ -111,7 +111,7 @@ Session::~Session() {
 
 bool using_external() {
     return g_routines.dgemm && g_routines.dsyrk && g_routines.dpotrf && g_routines.dpotrs && g_routines.dpotri &&
-           g_routines.dtrsm && g_routines.sgemm && g_routines.ssyrk;
+           g_routines.dtrsm && g_routines.sgemm && g_routines.ssyrk && g_routines.dgemv && g_routines.sgemv;
 }
 
 void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, const double* a, long lda,
@@ -138,6 +138,42 @@ void gemm(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const
         return;
     }
     eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <class F>
+void eigen_gemv(bool trans, long rows, long cols, F alpha, const F* a, long lda, const F* x, F beta, F* y) {
+    ConstMapT<F> A(a, rows, cols, Eigen::OuterStride<>(lda));
+    const long out = trans ? cols : rows, in = trans ? rows : cols;
+    Eigen::Map<const Eigen::Matrix<F, Eigen::Dynamic, 1>> X(x, in);
+    Eigen::Map<Eigen::Matrix<F, Eigen::Dynamic, 1>> Y(y, out);
+    if (beta == F(0)) Y.setZero();
+    else Y *= beta;
+    if (trans) Y.noalias() += alpha * A.transpose() * X;
+    else Y.noalias() += alpha * A * X;
+}
+
+void gemv(bool trans, long rows, long cols, double alpha, const double* a, long lda, const double* x, double beta,
+          double* y) {
+    if (rows == 0 || cols == 0) return;
+    if (g_routines.dgemv) {
+        const char t = trans ? 'T' : 'N';
+        const int ir = to_int(rows), ic = to_int(cols), ilda = to_int(lda), one = 1;
+        g_routines.dgemv(&t, &ir, &ic, &alpha, a, &ilda, x, &one, &beta, y, &one);
+        return;
+    }
+    eigen_gemv(trans, rows, cols, alpha, a, lda, x, beta, y);
+}
+
+void gemv(bool trans, long rows, long cols, float alpha, const float* a, long lda, const float* x, float beta,
+          float* y) {
+    if (rows == 0 || cols == 0) return;
+    if (g_routines.sgemv) {
+        const char t = trans ? 'T' : 'N';
+        const int ir = to_int(rows), ic = to_int(cols), ilda = to_int(lda), one = 1;
+        g_routines.sgemv(&t, &ir, &ic, &alpha, a, &ilda, x, &one, &beta, y, &one);
+        return;
+    }
+    eigen_gemv(trans, rows, cols, alpha, a, lda, x, beta, y);
 }
 
 void syrk_lower(long n, long k, double alpha, const double* a, long lda, double beta, double* c, long ldc) {

@@ -17,6 +17,10 @@ using sgemm_t = void(const char*, const char*, const int*, const int*, const int
                      const int*, const float*, const int*, const float*, float*, const int*);
 using ssyrk_t = void(const char*, const char*, const int*, const int*, const float*, const float*, const int*,
                      const float*, float*, const int*);
+using dgemv_t = void(const char*, const int*, const int*, const double*, const double*, const int*, const double*,
+                     const int*, const double*, double*, const int*);
+using sgemv_t = void(const char*, const int*, const int*, const float*, const float*, const int*, const float*,
+                     const int*, const float*, float*, const int*);
 using dpotrf_t = void(const char*, const int*, double*, const int*, int*);
 using dpotrs_t = void(const char*, const int*, const int*, const double*, const int*, double*, const int*,
                       int*);
@@ -33,6 +37,8 @@ struct Routines {
     dtrsm_t* dtrsm = nullptr;
     sgemm_t* sgemm = nullptr;
     ssyrk_t* ssyrk = nullptr;
+    dgemv_t* dgemv = nullptr;
+    sgemv_t* sgemv = nullptr;
 };
 
 // Register external routines (any may be null: that routine then uses the Eigen fallback). Also looks for
@@ -65,6 +71,12 @@ void gemm(bool trans_a, bool trans_b, long m, long n, long k, double alpha, cons
           const double* b, long ldb, double beta, double* c, long ldc);
 void gemm(bool trans_a, bool trans_b, long m, long n, long k, float alpha, const float* a, long lda,
           const float* b, long ldb, float beta, float* c, long ldc);
+// y = alpha * op(A) x + beta * y; A is stored rows x cols (op(A) = A^T when trans), x and y contiguous.
+// (A matrix-vector product reads A once, where gemm with one column would first pack it.)
+void gemv(bool trans, long rows, long cols, double alpha, const double* a, long lda, const double* x, double beta,
+          double* y);
+void gemv(bool trans, long rows, long cols, float alpha, const float* a, long lda, const float* x, float beta,
+          float* y);
 // Lower triangle of C = alpha * A A^T + beta * C; A is n x k. The strict upper triangle is not touched.
 void syrk_lower(long n, long k, double alpha, const double* a, long lda, double beta, double* c, long ldc);
 void syrk_lower(long n, long k, float alpha, const float* a, long lda, float beta, float* c, long ldc);

@@ -73,7 +73,8 @@ Solved solve_second_layer(const Particles& p, const Inputs& x, Activation act, F
     return s;
 }
 
-// w_out holds the drift on entry and the stepped particles on exit: w - eta * drift + sqrt(2 eta lam) xi.
+}  // namespace
+
 void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t seed, std::uint32_t step,
                     long first_index, double* w_out, int n_threads) {
     const double noise_scale = std::sqrt(2.0 * eta * lam);
@@ -91,6 +92,8 @@ void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t se
         }
     }
 }
+
+namespace {
 
 template <class F>
 Diagnostics objective_in(const Particles& p, const Inputs& x, const Targets& y, const Hyper& hyper, Activation act,

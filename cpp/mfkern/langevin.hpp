@@ -69,6 +69,11 @@ void langevin_step_given_dual(const Particles& p, const Inputs& x, Activation ac
                               std::uint64_t seed, std::uint32_t step, long first_index, double* w_out,
                               const Options& opt);
 
+// w_out holds the drift on entry and the stepped particles on exit: w - eta * drift + sqrt(2 eta lam) xi,
+// xi keyed by (seed, step, first_index + k).
+void add_step_noise(const Particles& p, double eta, double lam, std::uint64_t seed, std::uint32_t step,
+                    long first_index, double* w_out, int n_threads);
+
 // The generator's draws, for tests and for replaying a step: row-major count x dim standard normals of
 // particles first_index..first_index+count-1, and the n x T label noise of a step.
 void particle_noise(std::uint64_t seed, std::uint32_t step, long first_index, long count, long dim, double* out,

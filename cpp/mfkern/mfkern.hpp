@@ -3,6 +3,7 @@
 #include "mfkern/activation.hpp"
 #include "mfkern/blas.hpp"
 #include "mfkern/drift.hpp"
+#include "mfkern/engine.hpp"
 #include "mfkern/features.hpp"
 #include "mfkern/gram.hpp"
 #include "mfkern/langevin.hpp"

@@ -16,8 +16,6 @@ NotPositiveDefinite::NotPositiveDefinite(long m)
 
 NotPositiveDefinite::NotPositiveDefinite(long m, const std::string& message) : std::runtime_error(message), minor(m) {}
 
-namespace {
-// 1-norm of a symmetric matrix given by its lower triangle (column-major).
 double symmetric_norm1(const double* a, long n) {
     std::vector<double> col(static_cast<std::size_t>(n), 0.0);
     for (long c = 0; c < n; ++c)
@@ -28,9 +26,10 @@ double symmetric_norm1(const double* a, long n) {
         }
     return n ? *std::max_element(col.begin(), col.end()) : 0.0;
 }
+namespace {
 constexpr long kCholeskyTile = 128;
+}  // namespace
 
-// Lower Cholesky factor in place, in tiles; returns LAPACK-style info (0, or the failing leading minor).
 int tiled_cholesky(double* a, long n, int n_threads) {
     const long tiles = (n + kCholeskyTile - 1) / kCholeskyTile;
     for (long kk = 0; kk < tiles; ++kk) {
@@ -60,8 +59,6 @@ int tiled_cholesky(double* a, long n, int n_threads) {
     }
     return 0;
 }
-
-}  // namespace
 
 RidgeFactor::RidgeFactor(const double* k, long n, double ridge, int n_threads)
     : n_(n), ridge_(ridge), l_(k, k + n * n) {

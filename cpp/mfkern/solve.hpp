@@ -13,6 +13,13 @@ struct NotPositiveDefinite : std::runtime_error {
     NotPositiveDefinite(long m, const std::string& message);
 };
 
+// 1-norm of a symmetric matrix given by its lower triangle (column-major n x n).
+double symmetric_norm1(const double* a, long n);
+
+// Lower Cholesky factor of a (column-major n x n, lower triangle read) in place, in tiles of fixed size:
+// the same factor for any thread count. Returns LAPACK-style info (0, or the failing leading minor).
+int tiled_cholesky(double* a, long n, int n_threads);
+
 class RidgeFactor {
   public:
     // Factor K + ridge I (K symmetric n x n, any storage order). Throws NotPositiveDefinite. Tiled

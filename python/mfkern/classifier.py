@@ -243,7 +243,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         X_val, val_index = self._check_validation(X_val, y_val, d, classes)
         direction = self._check_direction(target_direction, d)
         seed = self._continuation(p, continuing)
-        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
+        core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _ClassifierRun(X=X, Y=Y, X_val=X_val, Y_val=None, direction=direction, label_noise=0.0,
                              ridge=n * p["lam"] * p["lam_a"], one_d=Y.shape[1] == 1, classes=classes,
                              y_index=y_index, val_index=val_index, **p)

@@ -59,6 +59,12 @@ __all__ = [
     "degrees_of_freedom",
     "parameter_alignment",
     "thread_limits",
+    "check_hyper",
+    "check_memory",
+    "checked_inputs",
+    "checked_particles",
+    "checked_symmetric",
+    "available_memory",
 ]
 
 #: Raised when K + ridge*I is not numerically positive definite (a subclass of numpy.linalg.LinAlgError,
@@ -118,7 +124,7 @@ def available_memory():
         return 2**63
 
 
-def _check_memory(what, bytes_needed, hint=""):
+def check_memory(what, bytes_needed, hint=""):
     limit = available_memory()
     if bytes_needed > limit:
         raise MemoryLimitError(what, bytes_needed, limit, hint)
@@ -168,7 +174,7 @@ def thread_limits(n_threads):
     return _blas_controller().limit(limits=n_threads_value(n_threads), user_api="blas")
 
 
-def _inputs(X, name="X"):
+def checked_inputs(X, name="X"):
     return as_float_array(X, name, ndim=(2,))
 
 
@@ -176,7 +182,7 @@ def _inputs(X, name="X"):
 _MAX_PRE_ACTIVATION = 1e300
 
 
-def _particles(W, X, name="W"):
+def checked_particles(W, X, name="W"):
     W = as_float_array(W, name, ndim=(2,))
     check_particles(W, X, name)
     # |u.x + b| <= max|w| (d max|x| + 1): refuse inputs whose pre-activations could overflow, rather than
@@ -189,7 +195,7 @@ def _particles(W, X, name="W"):
     return W
 
 
-def _hyper(lam, lam_a, lam_w, n=None):
+def check_hyper(lam, lam_a, lam_w, n=None):
     """lam, lam_a, lam_w as floats; the products the core uses (lam*lam_a, lam*lam_w and the ridge
     n*lam*lam_a) must be finite and > 0 too, and the error names the parameters that broke them."""
     lam, lam_a, lam_w = positive(lam, "lam"), positive(lam_a, "lam_a"), positive(lam_w, "lam_w")
@@ -232,10 +238,10 @@ def _restore(A, one_d):
 
 def features(W, X, activation="tanh", *, n_threads=None):
     """Features H of shape (n, N): H[j, k] = h(x_j; w_k) = act(u_k . x_j + b_k)."""
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     nt = n_threads_value(n_threads)
-    _check_memory("features", 8 * X.shape[0] * W.shape[0], "use gram() or the estimator, which never form H whole")
+    check_memory("features", 8 * X.shape[0] * W.shape[0], "use gram() or the estimator, which never form H whole")
     return _core.features(W, X, activation_name(activation), nt)
 
 
@@ -246,21 +252,21 @@ def gram(W, X, X2=None, activation="tanh", *, block_size=None, n_threads=None):
     n x N feature matrix never exists whole: memory O(n * n2 + block_size * (n + n2)). With X2 None the
     symmetric Gram of X is computed with a rank-k update (half the work) and returned with both triangles.
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     if X2 is not None:
-        X2 = _inputs(X2, "X2")
+        X2 = checked_inputs(X2, "X2")
         if X2.shape[1] != X.shape[1]:
             raise ValueError(f"X2 must have d = {X.shape[1]} columns like X, got {X2.shape[1]}")
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     n1, n2 = X.shape[0], (X2 if X2 is not None else X).shape[0]
     panel = min(bs or max(64, (8 << 20) // (8 * max(n1, n2)), n1, n2), W.shape[0])
-    _check_memory("gram", 8 * (n1 * n2 + (n1 + n2) * (panel + W.shape[1])))
+    check_memory("gram", 8 * (n1 * n2 + (n1 + n2) * (panel + W.shape[1])))
     return _core.gram(W, X, X2, act, bs, nt)
 
 
-def _square_symmetric(K, name="K"):
+def checked_symmetric(K, name="K"):
     K = as_float_array(K, name, ndim=(2,))
     if K.shape[0] != K.shape[1]:
         raise ValueError(f"{name} must be square (n, n), got shape {K.shape}")
@@ -277,10 +283,10 @@ def second_layer(K, Y, ridge, *, n_threads=None):
     trainer ridge = n * lam * lam_a. Y of shape (n,) or (n, T); A has the same shape. Raises
     NotPositiveDefiniteError when K + ridge I is not numerically positive definite.
     """
-    K = _square_symmetric(K)
+    K = checked_symmetric(K)
     Y, one_d = as_targets(Y, "Y", K.shape[0])
     ridge = positive(ridge, "ridge")
-    _check_memory("second_layer", 8 * K.shape[0] * (K.shape[0] + 3 * Y.shape[1]))
+    check_memory("second_layer", 8 * K.shape[0] * (K.shape[0] + 3 * Y.shape[1]))
     return _restore(_core.second_layer(K, Y, ridge, n_threads_value(n_threads)), one_d)
 
 
@@ -295,14 +301,14 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
     With ``solver="woodbury"`` (the default "auto" picks it when N < n) everything is computed in particle
     space at O(n N^2 + N^3); ``condition`` is then that of the N x N matrix N*ridge*I + H^T H.
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
+    lam, lam_a, lam_w = check_hyper(lam, lam_a, lam_w, X.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
-    _check_memory("objective", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, 0, True))
+    check_memory("objective", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, 0, True))
     out = _core.objective(W, X, Y, lam, lam_a, lam_w, act, bs, nt, solver, _precision(precision))
     _finite((out["U"], out["G"], out["dual"]), "the objective", "lam, lam_a, lam_w or the particles are too large")
     out.pop("mean_sq_norm")
@@ -331,10 +337,10 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     as fast for large problems, half the feature memory) while every sum over panels or tiles, the
     factorisation and the solve stay in double: relative differences from float64 are about 1e-6.
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
+    lam, lam_a, lam_w = check_hyper(lam, lam_a, lam_w, X.shape[0])
     E = None
     if label_noise is not None:
         E, _ = as_targets(label_noise, "label_noise", X.shape[0])
@@ -344,7 +350,7 @@ def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, bl
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0, maximum=MAX_SIZE)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
-    _check_memory("drift", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
+    check_memory("drift", _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
     grad, A, U = _core.drift(W, X, Y, lam, lam_a, lam_w, act, E, bs, cb, nt, solver, _precision(precision))
     _finite((grad, A, float(U)), "the drift", "lam, lam_a, lam_w or the particles are too large")
     if return_dual:
@@ -365,11 +371,11 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     ``solver`` and ``precision`` as in `drift` (the dense and Woodbury paths agree to rounding, about 1e-10
     relative; float32 to about 1e-6).
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     Y, one_d = as_targets(Y, "Y", X.shape[0])
     eta = positive(eta, "eta")
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
+    lam, lam_a, lam_w = check_hyper(lam, lam_a, lam_w, X.shape[0])
     seed, step = seed_value(seed), step_value(step)
     level = non_negative(label_noise_level, "label_noise_level")
     first = integer(first_index, "first_index", minimum=0)
@@ -379,7 +385,7 @@ def langevin_step(W, X, Y, *, eta, lam, lam_a, lam_w, seed, step, activation="ta
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
     cb = integer(cache_bytes, "cache_bytes", minimum=0, maximum=MAX_SIZE)
     solver = _choose_solver(solver, X.shape[0], W.shape[0])
-    _check_memory("langevin_step",
+    check_memory("langevin_step",
                   _solver_bytes(solver, X.shape[0], W.shape[0], W.shape[1], Y.shape[1], act, cb))
     W_new, A, U = _core.langevin_step(W, X, Y, eta, lam, lam_a, lam_w, seed, step, act, level, first, bs, cb,
                                       nt, solver, _precision(precision))
@@ -411,12 +417,12 @@ def drift_given_dual(W, X, A, *, lam, lam_a, lam_w, B=None, activation="tanh", n
     (PAPER.md section 8: A = -l'(f(X), Y) / (n lam lam_a)), or a Gram reduced across processes.
     ``drift(W, X, Y, ...)`` equals ``drift_given_dual(W, X, second_layer(gram(W, X), Y, ridge), ...)``.
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     A, _ = _dual(A, "A", X.shape[0])
     if B is not None:
         B, _ = _dual(B, "B", X.shape[0], like=A)
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
+    lam, lam_a, lam_w = check_hyper(lam, lam_a, lam_w, X.shape[0])
     act = activation_name(activation)
     return _finite(_core.drift_given_dual(W, X, A, B, lam, lam_a, lam_w, act, n_threads_value(n_threads),
                                           _precision(precision)),
@@ -427,13 +433,13 @@ def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=N
                              first_index=0, n_threads=None, precision="float64"):
     """One MFLD step W - eta * drift_given_dual(W, X, A) + sqrt(2 eta lam) xi, with the same noise as
     `langevin_step` (keyed by (seed, step, first_index + k))."""
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     A, _ = _dual(A, "A", X.shape[0])
     if B is not None:
         B, _ = _dual(B, "B", X.shape[0], like=A)
     eta = positive(eta, "eta")
-    lam, lam_a, lam_w = _hyper(lam, lam_a, lam_w, X.shape[0])
+    lam, lam_a, lam_w = check_hyper(lam, lam_a, lam_w, X.shape[0])
     seed, step = seed_value(seed), step_value(step)
     first = integer(first_index, "first_index", minimum=0)
     if first + W.shape[0] - 1 > 2**32 - 1:
@@ -446,8 +452,8 @@ def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=N
 
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
     """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A."""
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     A, one_d = as_targets(A, "A", X.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
@@ -457,8 +463,8 @@ def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=Non
 
 def network_output(W, weights, X, activation="tanh", *, block_size=None, n_threads=None):
     """The network f(x) = (1/N) sum_k a_k h(x; w_k) at the rows of X: shape (m,) or (m, T) like weights."""
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     weights, one_d = as_targets(weights, "weights", W.shape[0])
     act = activation_name(activation)
     bs, nt = block_size_value(block_size), n_threads_value(n_threads)
@@ -474,7 +480,7 @@ def particle_noise(seed, step, count, dim, *, first_index=0, n_threads=None):
     first = integer(first_index, "first_index", minimum=0)
     if count and first + count - 1 > 2**32 - 1:
         raise ValueError("first_index + count must be at most 2**32 (particle indices are 32-bit)")
-    _check_memory("particle_noise", 8 * count * dim)
+    check_memory("particle_noise", 8 * count * dim)
     return _core.particle_noise(seed, step, first, count, dim, n_threads_value(n_threads))
 
 
@@ -484,7 +490,7 @@ def label_noise(seed, step, n, tasks=1, level=1.0):
     n = integer(n, "n", minimum=1, maximum=2**32)
     tasks = integer(tasks, "tasks", minimum=1, maximum=2**30)
     level = non_negative(level, "level")
-    _check_memory("label_noise", 8 * n * tasks)
+    check_memory("label_noise", 8 * n * tasks)
     return _core.label_noise(seed, step, n, tasks, level)
 
 
@@ -494,7 +500,7 @@ def kernel_alignment(K, f):
     f of shape (n,) or (n, T); with several columns, the sum over columns of f_i^T K f_i divided by
     ||f||_F^2 ||K||_F (the alignment of K with F F^T measured the same way).
     """
-    K = _square_symmetric(K)
+    K = checked_symmetric(K)
     F, _ = as_targets(f, "f", K.shape[0])
     # The alignment does not change when f or K is scaled: normalise both first, so that neither huge nor
     # tiny values overflow or underflow on the way.
@@ -513,8 +519,8 @@ def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
     Computed in particle space: f^T K f = ||H^T f||^2 / N and ||K||_F = ||H^T H||_F / N, with H^T H
     accumulated over panels of samples: O(n N^2) time and O(N^2) memory, for n too large for an n x n Gram.
     """
-    X = _inputs(X)
-    W = _particles(W, X)
+    X = checked_inputs(X)
+    W = checked_particles(W, X)
     F, _ = as_targets(f, "f", X.shape[0])
     f_max = float(np.abs(F).max())
     if f_max == 0:
@@ -522,7 +528,7 @@ def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
     F = F / f_max  # scale-invariant: keeps huge or tiny f representable
     f_norm2 = float(np.sum(F * F))
     N = W.shape[0]
-    _check_memory("kernel_alignment_features", 8 * N * (2 * N + 1024))
+    check_memory("kernel_alignment_features", 8 * N * (2 * N + 1024))
     HtF = output_weights(W, X, F, activation, n_threads=n_threads)
     HtH = np.zeros((N, N))
     panel = max(1, min(X.shape[0], (64 << 20) // (8 * N)))
@@ -537,7 +543,7 @@ def kernel_alignment_features(W, X, f, activation="tanh", *, n_threads=None):
 
 def degrees_of_freedom(K, ridge, *, n_threads=None):
     """Effective degrees of freedom tr[K (K + ridge I)^{-1}] (in the trainer ridge = n*lam*lam_a)."""
-    K = _square_symmetric(K)
+    K = checked_symmetric(K)
     ridge = positive(ridge, "ridge")
     trace_inv, _ = _core.ridge_inverse_stats(K, ridge, n_threads_value(n_threads))
     return float(K.shape[0] - ridge * trace_inv)

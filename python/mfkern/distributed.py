@@ -433,7 +433,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
                 _seed_from(rs)
             seed = net.bcast(_seed_from(rs) if net.rank == 0 else None)
 
-        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
+        core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = dict(p, X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, seed=seed, start=start, last=start + p["n_steps"], counts=counts,
                    first_index=start_index, net=net, fresh=not continuing, t0=time.perf_counter(),

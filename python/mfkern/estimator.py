@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Regress
 from sklearn.utils.validation import check_is_fitted
 
 from . import core
+from .engine import ENGINE_SOLVERS, Engine, choose_solver
 from ._validation import (
     activation_name,
     as_float_array,
@@ -54,7 +55,7 @@ HISTORY_KEYS = (
     "U",                    # data term of the reduced objective (PAPER.md section 2), clean labels
     "G",                    # U + (lam*lam_w/2) mean_k ||w_k||^2
     "dof",                  # tr[K (K + ridge I)^{-1}]
-    "kernel_alignment",     # alignment of the Gram with the training targets
+    "kernel_alignment",     # alignment of the Gram with y (noisy labels included) or fit's alignment_target
     "train_mse",            # mean squared training error of the network
     "val_mse",              # validation MSE (NaN when no X_val was given)
     "parameter_alignment",  # alignment of the u_k with target_direction (NaN when not given)
@@ -185,6 +186,10 @@ class _Run:
     precision: str = "float64"         # precision of features and their products in the core
     one_d: bool = False                # y was 1-D: predictions and coefficients are returned 1-D
     warm: Any = None                   # latest dual coefficients (n, T) on this fit's data (iterative solvers)
+    tol: float = 1e-10                 # relative residual of the conjugate-gradient second layer
+    alignment_target: Optional[np.ndarray] = None  # what the kernel alignment is measured against (None: Y)
+    engine: Any = None                 # the training engine of this fit (regressor), made on first use
+    seed: int = 0                      # the noise key of this fit (seed_ once set)
     t0: float = 0.0
     wall_offset: float = 0.0
     progress: Any = None
@@ -284,6 +289,7 @@ class _MeanFieldBase(BaseEstimator):
     def _run_training(self, run, seed, continuing):
         """Initialise (fresh fit) and run the step loop under deferred Ctrl-C and the thread limits."""
         run.t0 = time.perf_counter()
+        run.seed = self.seed_ if continuing else seed
         with core.thread_limits(run.n_threads), _DeferredInterrupt() as interrupt:
             run.progress = self._progress_bar(run)
             try:
@@ -335,11 +341,37 @@ class _MeanFieldBase(BaseEstimator):
         return (0, W, A), self._call_back(run, diag)
 
     def _train(self, run, good, interrupt, stop=False):
-        """The step loop. `good` = (step, particles, A) of the last state whose second layer is known."""
+        """The loop: advance to the next logged step, log, call back; until n_steps or a stop.
+
+        `good` = (step, particles, A) is the last state whose second layer is known (where a divergence
+        rolls back to); the second-layer strategy (`_advance`) may move it forward.
+        """
         last = self.n_steps_done_ + (0 if stop else run.n_steps)
         # A fresh fit logged step 0 already; a warm start must refresh the second layer on this fit's data.
         logged = good is not None
         while self.n_steps_done_ < last and not interrupt.requested:
+            next_log = (self.n_steps_done_ // run.log_every + 1) * run.log_every
+            before = self.n_steps_done_
+            good = self._advance(run, min(next_log, last) - before, good, interrupt)
+            if self.n_steps_done_ == before:
+                break  # stopped before a step (Ctrl-C)
+            logged = False
+            if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
+                diag = self._log(run, good)
+                good = (self.n_steps_done_, self.particles_, self._dual_2d())
+                logged = True
+                if self._call_back(run, diag):
+                    break
+        if not logged:  # stopped by Ctrl-C between log steps, or a warm start with n_steps=0
+            self._log(run, good)
+
+    def _advance(self, run, k, good, interrupt):
+        """Up to k steps, one ``_step`` call each (the strategy of second layers solved in Python); commits
+        each step to ``particles_``/``n_steps_done_`` and returns the new `good` state. Stops early when
+        Ctrl-C was requested; on a failed step rolls back and raises DivergenceError."""
+        for _ in range(k):
+            if interrupt.requested:
+                break
             step = self.n_steps_done_
             W = self.particles_
             try:
@@ -354,17 +386,9 @@ class _MeanFieldBase(BaseEstimator):
             # Commit the step: particles first, so the step count never runs ahead of its particles.
             self.particles_ = W_new
             self.n_steps_done_ = step + 1
-            logged = False
             if run.progress is not None:
                 run.progress.update(1)
-            if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
-                diag = self._log(run, good)
-                good = (self.n_steps_done_, self.particles_, self._dual_2d())
-                logged = True
-                if self._call_back(run, diag):
-                    break
-        if not logged:  # stopped by Ctrl-C between log steps, or a warm start with n_steps=0
-            self._log(run, good)
+        return good
 
     def _log(self, run, good):
         """Diagnostics at the current particles, recorded to the history; sets the second layer."""
@@ -549,10 +573,17 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
     block_size : int or None, default=None
         Particles per block in the Gram and feature computations (memory knob; None: automatic).
-    solver : {"auto", "dense", "woodbury"}, default="auto"
-        How the second layer is solved each step (see :func:`mfkern.core.drift`): "dense" factors the
-        n x n system K + ridge I, "woodbury" the N x N particle-space one (no n x n matrix is ever formed,
-        diagnostics included); "auto" picks woodbury when n_particles < n_samples.
+    solver : {"auto", "dense", "woodbury", "cg"}, default="auto"
+        How the second layer is solved each step (see :mod:`mfkern.engine`): "dense" factors the n x n
+        system K + ridge I, "woodbury" the N x N particle-space one (no n x n matrix is ever formed,
+        diagnostics included), "cg" runs preconditioned conjugate gradients from the previous step's
+        solution with products from the stored features (no Gram on most steps), every solve exact to the
+        relative residual ``tol``; "auto" picks woodbury when n_particles < n_samples, cg when
+        n_samples >= 256 in float64, dense otherwise. The solvers agree to about ``tol``; the dense path's
+        particles do not depend on log_every, cg's agree bitwise only for the same log_every (every logged
+        step refactors, and the next step reuses that factor).
+    tol : float, default=1e-10
+        Relative residual ||Y - (K + ridge I) A|| / ||Y|| every column of a cg solve reaches.
     precision : {"float64", "float32"}, default="float64"
         "float32" evaluates features and their products in single precision (faster; sums, factorisations
         and the particles stay float64; trajectories differ from float64 at about 1e-6 relative per step).
@@ -581,7 +612,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
     def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
                  verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
-                 precision="float64"):
+                 precision="float64", tol=1e-10):
         self.n_particles = n_particles
         self.lam = lam
         self.lam_a = lam_a
@@ -599,6 +630,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         self.block_size = block_size
         self.solver = solver
         self.precision = precision
+        self.tol = tol
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
@@ -614,15 +646,18 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         """Validate the parameters; returns them as a dict of clean values."""
         p = self._check_common_params()
         p["label_noise"] = non_negative(self.label_noise, "label_noise")
-        if not isinstance(self.solver, str) or self.solver not in core.SOLVERS:
-            raise ValueError(f"solver must be one of {core.SOLVERS}, got {self.solver!r}")
+        if not isinstance(self.solver, str) or self.solver not in ENGINE_SOLVERS:
+            raise ValueError(f"solver must be one of {ENGINE_SOLVERS}, got {self.solver!r}")
         if not isinstance(self.precision, str) or self.precision not in core.PRECISIONS:
             raise ValueError(f"precision must be one of {core.PRECISIONS}, got {self.precision!r}")
         p["solver"], p["precision"] = self.solver, self.precision
+        p["tol"] = positive(self.tol, "tol")
+        if not p["tol"] < 1:
+            raise ValueError(f"tol must be in (0, 1), got {self.tol!r}")
         return p
 
     # ------------------------------------------------------------------ training
-    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None):
+    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None, alignment_target=None):
         """Train the network by ``n_steps`` mean-field Langevin steps.
 
         Parameters
@@ -633,6 +668,9 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
             Validation data, scored at every logged step (``history_["val_mse"]``). Give both or neither.
         target_direction : array-like of shape (n_features,), optional
             Direction u* for the parameter alignment ``history_["parameter_alignment"]``.
+        alignment_target : array-like of shape (n_samples,) or (n_samples, k), optional
+            What ``history_["kernel_alignment"]`` measures the learned kernel against, e.g. the clean target
+            f(X) when y carries label noise. Default: y itself. ``alignment_target_`` records which.
 
         Returns
         -------
@@ -649,11 +687,16 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         continuing = bool(self.warm_start) and hasattr(self, "particles_")
         X, Y, one_d, X_val, Y_val, direction = self._fit_data(X, y, X_val, y_val, target_direction, continuing)
         n = X.shape[0]
+        target = None
+        if alignment_target is not None:
+            target, _ = as_targets(alignment_target, "alignment_target", n)
+        choose_solver(p["solver"], n, p["n_particles"], p["precision"])  # e.g. cg in float32 is refused here
         seed = self._continuation(p, continuing)
-        core._hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
+        core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
-                   one_d=one_d, **p)
+                   one_d=one_d, alignment_target=target, **p)
         self._run_training(run, seed, continuing)
+        self.alignment_target_ = "y" if target is None else "alignment_target"
         return self
 
     def _fit_data(self, X, y, X_val, y_val, target_direction, continuing):
@@ -678,73 +721,63 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
             raise ValueError(f"y_val must have {T} target column(s) like y, got {Y_val.shape[1]}")
         return X_val, Y_val
 
-    def _step(self, run, W, step):
-        """One Langevin step of the squared loss: (new particles, A at W, U at W)."""
+    # The second layer of the squared loss is solved in C++: the engine advances many steps per call.
+    def _engine_at(self, run, W, step):
+        """The fit's engine, made on first use, at particles W and step count `step`."""
+        if run.engine is None:
+            run.engine = Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta,
+                                seed=run.seed, step=step,
+                                activation=run.activation, label_noise=run.label_noise, solver=run.solver,
+                                precision=run.precision, n_threads=run.n_threads, block_size=run.block_size,
+                                tol=run.tol, alignment_target=run.alignment_target)
+        elif run.engine.step != step or not np.array_equal(run.engine.particles, W):
+            run.engine.set_particles(W, step)
+        return run.engine
+
+    def _advance(self, run, k, good, interrupt):
+        """k steps inside the engine (one call, GIL released); Ctrl-C stops it at a step boundary."""
+        engine = self._engine_at(run, self.particles_, self.n_steps_done_)
         try:
-            return core.langevin_step(
-                W, run.X, run.Y, eta=run.eta, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, seed=self.seed_,
-                step=step, activation=run.activation, label_noise_level=run.label_noise,
-                block_size=run.block_size, n_threads=run.n_threads, return_dual=True, solver=run.solver,
-                precision=run.precision)
-        except core.NotPositiveDefiniteError as exc:
-            raise _StepFailure("K + ridge I is not positive definite") from exc
-        except core.NonFiniteStepError as exc:
-            # Only the stepped particles are not finite; the second layer at W is known: the loop keeps W as
-            # the last good state, as for any non-finite particles.
-            return np.full_like(W, np.nan), exc.dual, exc.U
-        except FloatingPointError as exc:
-            raise _StepFailure("the objective became non-finite") from exc
+            result = engine.run(k, stop=lambda: interrupt.requested)
+        finally:  # also after a second Ctrl-C, which raises out of run at a step boundary
+            done = engine.step - self.n_steps_done_
+            if done:
+                self.particles_ = engine.particles
+                self.n_steps_done_ = engine.step
+                if run.progress is not None:
+                    run.progress.update(done)
+        if result.failed:
+            failed_step = engine.step + 1
+            if engine.has_current_dual:  # the new particles were not finite; the current ones are good
+                good = (engine.step, self.particles_, engine.dual)
+            elif engine.roll_back():  # the solve failed; the previous particles' dual is known
+                self.particles_, self.n_steps_done_ = engine.particles, engine.step
+                good = (engine.step, self.particles_, engine.dual)
+            cause = ("K + ridge I is not positive definite" if result.status == "not_positive_definite"
+                     else result.message)
+            self._diverge(run, good, failed_step, cause)
+        return good
 
     def _diagnostics(self, W, step, run):
-        """The history entry at particles W (one Gram for all of it), the dual coefficients A (n, T) and the
-        second-layer weights (N, T)."""
-        X, Y = run.X, run.Y
-        n, T = Y.shape
-        if core._choose_solver(run.solver, n, W.shape[0]) == "woodbury":
-            return self._diagnostics_in_particle_space(W, step, run)
+        """The history entry at particles W (one factorisation, which the next step reuses), the dual
+        coefficients A (n, T) and the second-layer weights (N, T)."""
+        engine = self._engine_at(run, W, step)
         try:
-            K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
-            A = core.second_layer(K, Y, run.ridge)
+            d = engine.diagnostics()
         except core.NotPositiveDefiniteError as exc:
             raise DivergenceError(str(exc), step=step, n_steps_done=None,
                                   cause="K + ridge I is not positive definite") from exc
-        U = run.lam * run.lam_a / (2 * T) * float(np.sum(Y * A))
-        if not math.isfinite(U):
+        if not math.isfinite(d["U"]):
             raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
-        G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
-        dof = core.degrees_of_freedom(K, run.ridge)
-        alignment = core.kernel_alignment(K, Y) if np.any(Y) and np.any(K) else math.nan
-        train_mse = float(np.mean((K @ A - Y) ** 2))
-        coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
-                                   n_threads=run.n_threads)
-        return self._finish_diagnostics(W, step, run, U, G, dof, alignment, train_mse, A, coef)
-
-    def _diagnostics_in_particle_space(self, W, step, run):
-        """The same diagnostics without an n x n matrix (N < n): U, G, dof and A from the Woodbury path,
-        the training fit f(X) = K A from the network itself, the alignment in particle space."""
-        X, Y = run.X, run.Y
-        try:
-            obj = core.objective(W, X, Y, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, activation=run.activation,
-                                 n_threads=run.n_threads, solver="woodbury")
-        except core.NotPositiveDefiniteError as exc:
-            raise DivergenceError(str(exc), step=step, n_steps_done=None,
-                                  cause="K + ridge I is not positive definite") from exc
-        except FloatingPointError as exc:
-            raise DivergenceError(str(exc), step=step, n_steps_done=None,
-                                  cause="the objective is not finite") from exc
-        U, G, dof, A = obj["U"], obj["G"], obj["dof"], obj["dual"]
-        if not math.isfinite(U):
-            raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
-        coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
-                                   n_threads=run.n_threads)
-        fit = core.network_output(W, coef, X, activation=run.activation, block_size=run.block_size,
-                                  n_threads=run.n_threads)
-        train_mse = float(np.mean((fit - Y) ** 2))
-        try:
-            alignment = core.kernel_alignment_features(W, X, Y, run.activation, n_threads=run.n_threads)
-        except ValueError:  # zero targets or an identically zero kernel
-            alignment = math.nan
-        return self._finish_diagnostics(W, step, run, U, G, dof, alignment, train_mse, A, coef)
+        A, coef = engine.dual, engine.output_weights()
+        alignment = d["kernel_alignment"]
+        if engine.solver == "woodbury":  # no n x n Gram there: the alignment in particle space
+            target = run.Y if run.alignment_target is None else run.alignment_target
+            try:
+                alignment = core.kernel_alignment_features(W, run.X, target, run.activation, n_threads=run.n_threads)
+            except ValueError:  # zero targets or an identically zero kernel
+                alignment = math.nan
+        return self._finish_diagnostics(W, step, run, d["U"], d["G"], d["dof"], alignment, d["train_mse"], A, coef)
 
     def _finish_diagnostics(self, W, step, run, U, G, dof, alignment, train_mse, A, coef):
         val_mse = math.nan

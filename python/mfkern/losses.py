@@ -191,7 +191,7 @@ class SecondLayerSolution:
 
 def _check_gram(K):
     """K as a square, symmetric float64 array (the checks of ``core.second_layer``)."""
-    return core._square_symmetric(K)  # noqa: SLF001 - the package's own validation, reused
+    return core.checked_symmetric(K)
 
 
 def _column_objective(loss, f, y, A, ridge):
