@@ -2,7 +2,7 @@
 
 Runs a real chain W_{s+1} = step(W_s) of `--steps` steps (after `--warmup` untimed ones) for mfkern and for
 the numpy peer, each in a fresh process with the same thread count, and extrapolates the mean time per step
-to 10,000 steps (the issue asks for under 8 minutes on 2 cores; numpy is about 13). Writes
+to 10,000 steps (the target: under 8 minutes on 2 cores; numpy takes about 13). Writes
 bench/results/paper_run.json.
 
     python bench/paper_run.py [--steps 50] [--warmup 2] [--threads T] [--out bench/results]
@@ -84,7 +84,7 @@ def run(*, steps=50, warmup=2, threads=2, out_dir=bench_run.DEFAULT_OUT, timeout
             mean = statistics.fmean(times)
             result.update(mean_s=mean, median_s=statistics.median(times), min_s=min(times), max_s=max(times),
                           extrapolated_s=mean * PAPER_STEPS, extrapolated_minutes=mean * PAPER_STEPS / 60)
-            if impl == "mfkern" and size == PAPER_SIZE:  # the issue's target is for the paper's size only
+            if impl == "mfkern" and size == PAPER_SIZE:  # the target is for the paper's size only
                 result["target_met"] = result["extrapolated_minutes"] < TARGET_MINUTES
             bench_run._log(f"paper run {impl} ({threads} thr): {mean:.4g} s/step -> "
                            f"{result['extrapolated_minutes']:.2f} min for {PAPER_STEPS:,} steps")

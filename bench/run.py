@@ -89,7 +89,7 @@ GRIDS = {
     },
 }
 
-#: The issue's targets, checked (not asserted) in the markdown: (N, n, d) -> {ratio: (comparison, bound)}.
+#: Performance targets, checked (not asserted) in the markdown: (N, n, d) -> {ratio: (comparison, bound)}.
 TARGETS = {
     (8192, 2048, 16): {"mfkern_over_floor": ("<=", 1.15), "numpy_over_mfkern": (">=", 1.25),
                        "torch_over_mfkern": (">=", 2.0), "one_thread_over_threads": (">=", 1.7)},
@@ -385,7 +385,7 @@ def _median(results, size, impl, threads):
 def compute_ratios(sizes, results, threads):
     """Time ratios per size from the medians (None where a time is missing).
 
-    ``mfkern_over_floor`` = t(mfkern)/t(floor) (the issue asks <= 1.15); ``numpy_over_mfkern`` and
+    ``mfkern_over_floor`` = t(mfkern)/t(floor) (target <= 1.15, see TARGETS); ``numpy_over_mfkern`` and
     ``torch_over_mfkern`` = how many times faster mfkern is; ``one_thread_over_threads`` = t(mfkern, 1
     thread)/t(mfkern, T threads); ``numpy_over_floor`` for context.
     """
@@ -578,7 +578,7 @@ def _fmt_mib(value):
 
 
 def write_markdown(path, document):
-    """Markdown report of one grid: times, ratios (with the issue's targets), memory, agreement, failures."""
+    """Markdown report of one grid: times, ratios (with the performance targets), memory, agreement, failures."""
     settings = document["settings"]
     threads = settings["threads"]
     results = document["results"]
@@ -627,7 +627,7 @@ def write_markdown(path, document):
                     "numpy_over_floor": "numpy / floor: the plain numpy step against the floor"}
     explanation = "; ".join(text for key, text in explanations.items() if key in dict(names))
     lines += ["", "## Ratios of median times", "",
-              f"{explanation}. The issue's targets are checked where it sets them.", "",
+              f"{explanation}. Performance targets (TARGETS in bench/run.py) are checked where set.", "",
               "| N | n | d | " + " | ".join(label for _, label in names) + " |",
               "|---|---|---|" + "---|" * len(names)]
     for row in ratio_rows:

@@ -28,7 +28,7 @@ SIZES = [(40, 24, 3, 1), (30, 50, 5, 1), (64, 32, 4, 3)]  # (N, n, d, T): N > n,
 
 
 def _objective_G(W, X, Y, lam, lam_a, lam_w):
-    """G(mu_W) written directly from PAPER.md section 2 (explicit inverse, independent of the peers)."""
+    """G(mu_W) written directly from docs/theory.md, section 2 (explicit inverse, independent of the peers)."""
     n, N = X.shape[0], W.shape[0]
     Y2 = Y.reshape(n, -1)
     X1 = np.hstack([X, np.ones((n, 1))])

@@ -1,8 +1,8 @@
 """MeanFieldRegressor: a two-layer network trained by two-timescale mean-field Langevin dynamics.
 
-The first layer is a cloud of N particles w_k = (u_k, b_k) moved by noisy gradient steps (PAPER.md section 3);
+The first layer is a cloud of N particles w_k = (u_k, b_k) moved by noisy gradient steps (docs/theory.md, section 5);
 the second layer is always at its closed-form optimum, kernel ridge regression with the intrinsic kernel of
-the particles (PAPER.md section 2). The estimator follows scikit-learn conventions: parameters are stored
+the particles (docs/theory.md, section 3). The estimator follows scikit-learn conventions: parameters are stored
 unchanged in ``__init__`` and validated in ``fit``; fitted state ends with an underscore.
 
 Long runs are safe: Ctrl-C stops at the end of the current step and leaves a usable estimator, divergence
@@ -51,7 +51,7 @@ __all__ = ["MeanFieldRegressor", "DivergenceError", "HISTORY_KEYS"]
 #: Keys of ``MeanFieldRegressor.history_`` (a dict of equally long lists, one entry per logged step).
 HISTORY_KEYS = (
     "step",                 # number of Langevin steps done when the entry was logged (0 = initialisation)
-    "U",                    # data term of the reduced objective (PAPER.md section 2), clean labels
+    "U",                    # data term of the reduced objective (docs/theory.md, section 2), clean labels
     "G",                    # U + (lam*lam_w/2) mean_k ||w_k||^2
     "dof",                  # tr[K (K + ridge I)^{-1}]
     "kernel_alignment",     # alignment of the Gram with the training targets
@@ -526,7 +526,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
     activation : {"tanh", "erf"}, default="tanh"
     label_noise : float, default=0.0
-        Level s of the label-noise procedure (PAPER.md section 5): each step fits the second layer to
+        Level s of the label-noise procedure (docs/theory.md, section 6): each step fits the second layer to
         Y + E, E ~ Uniform[-s, s], and scores with Y. 0 switches it off.
     random_state : int, RandomState, Generator or None, default=None
         Source of the uint64 seed ``seed_`` keying all randomness: an int is used as the seed; None draws one

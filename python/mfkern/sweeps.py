@@ -257,7 +257,7 @@ def make_sweep(name, grid=None, *, base_seed, repeats=1, data=None, fixed=None, 
 def make_data(kind="single_index", n=200, n_test=200, d=5, noise=0.0, seed=0):
     """A synthetic regression problem: (X, y, X_test, y_test), inputs N(0, I_d / d)-scaled so u.x = O(1).
 
-    kind "single_index": y = tanh(2 sqrt(d) x_1) (a single relevant direction, PAPER.md section 7);
+    kind "single_index": y = tanh(2 sqrt(d) x_1) (a single relevant direction, docs/theory.md, section 11);
     "product": y = d x_1 x_2. Training targets get Gaussian noise of standard deviation `noise`.
     """
     n = integer(n, "n", minimum=1)

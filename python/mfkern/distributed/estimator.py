@@ -271,7 +271,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             packet[0] = _PARTICLES_NOT_FINITE
             return
         rhs = Y
-        if noisy:  # one Cholesky for both: A = S Y and B = S E_t (PAPER.md section 5)
+        if noisy:  # one Cholesky for both: A = S Y and B = S E_t (docs/theory.md, section 6)
             E = core.label_noise(run["seed"], t, n, T, run["label_noise"])
             rhs = np.hstack([Y, E])
         try:
