@@ -345,7 +345,7 @@ def read_results(path):
 
 def write_results(path, records):
     """Write `records` as a JSON-lines file atomically (temporary file, fsync, rename)."""
-    from .checkpoint import _fsync_directory
+    from .checkpoint import fsync_directory
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +356,7 @@ def write_results(path, records):
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(str(path.parent))
+    fsync_directory(str(path.parent))
 
 
 def _append(path, record):
