@@ -1,7 +1,7 @@
 """The implementations that mfkern is measured against, and the BLAS floor.
 
 Every implementation computes the same MFLD step as ``mfkern.core.langevin_step`` (tanh activation, squared
-loss, second layer at its kernel-ridge optimum; PAPER.md sections 2-3):
+loss, second layer at its kernel-ridge optimum; docs/theory.md, sections 2-5):
 
     H = tanh(X1 W^T)  (n x N),  K = H H^T / N,  A = (K + ridge I)^{-1} Y,  ridge = n lam lam_a,
     a = H^T A,  grad = -(lam lam_a / T) ((A a^T) o (1 - H o H))^T X1 + lam lam_w W,
@@ -43,7 +43,7 @@ __all__ = [
     "max_relative_difference",
 ]
 
-#: The hyper-parameters of the paper's experiment (PAPER.md section 7).
+#: The hyper-parameters of the paper's experiment (docs/theory.md, section 11).
 PAPER_HYPER = {"eta": 0.2, "lam": 0.004, "lam_a": 0.25, "lam_w": 0.25}
 
 

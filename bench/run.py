@@ -25,28 +25,29 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import pathlib
-import resource
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 if __package__ in (None, ""):  # run as a script (python bench/run.py): make the package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from bench.machine import REPO_ROOT, summary_line  # noqa: E402
+from bench.harness import (  # noqa: E402
+    DEFAULT_OUT,
+    THREAD_VARIABLES,
+    benchmark_environment,
+    default_memory_limit,
+    log,
+    run_child,
+    torch_installed,
+    write_json,
+)
+from bench.machine import summary_line  # noqa: E402
 
-__all__ = ["GRIDS", "main", "run_grid", "run_child", "compute_ratios", "write_markdown", "write_plot",
-           "benchmark_environment"]
+__all__ = ["GRIDS", "main", "run_grid", "compute_ratios", "write_markdown", "write_plot"]
 
-DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-UNFAIR_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 AGREEMENT_TOLERANCE = 1e-10
 IMPLEMENTATION_LABELS = {"mfkern": "mfkern", "numpy": "numpy peer", "torch": "PyTorch peer",
                          "floor": "BLAS floor"}
@@ -89,260 +90,13 @@ GRIDS = {
     },
 }
 
-#: The issue's targets, checked (not asserted) in the markdown: (N, n, d) -> {ratio: (comparison, bound)}.
+#: Performance targets, checked (not asserted) in the markdown: (N, n, d) -> {ratio: (comparison, bound)}.
 TARGETS = {
     (8192, 2048, 16): {"mfkern_over_floor": ("<=", 1.15), "numpy_over_mfkern": (">=", 1.25),
                        "torch_over_mfkern": (">=", 2.0), "one_thread_over_threads": (">=", 1.7)},
     (65536, 128, 16): {"numpy_over_mfkern": (">=", 2.3), "torch_over_mfkern": (">=", 2.0)},
 }
 SCALE_MEMORY_TARGETS = {(1_000_000, 1024, 16): 2**30, (1024, 50_000, 16): 2 * 2**30}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Child side: runs in a fresh process, writes one JSON document.
-# ----------------------------------------------------------------------------------------------------------
-
-def _status_kib(field):
-    try:
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss():
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss():
-    peak = _status_kib("VmHWM")
-    if peak is None:  # ru_maxrss is in KiB on Linux
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return peak
-
-
-def _limit_blas(threads):
-    import threadpoolctl
-
-    return threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
-
-
-def _step_function(spec, W, X, Y):
-    """(function of the step index and particles, note or None) for the implementation named in spec."""
-    from bench import peers
-
-    hyper, threads, impl = spec["hyper"], spec["threads"], spec["impl"]
-    kwargs = dict(eta=hyper["eta"], lam=hyper["lam"], lam_a=hyper["lam_a"], lam_w=hyper["lam_w"],
-                  seed=spec["seed"])
-    if impl == "mfkern":
-        solver, note = spec.get("solver"), None
-        if solver is not None and not peers.solver_option_available():
-            note = (f"mfkern.core.langevin_step has no 'solver' option: asked for solver={solver!r}, "
-                    "ran the library's default path")
-            solver = None
-        return (lambda s, w=W: peers.mfkern_step(w, X, Y, step=s, n_threads=threads, solver=solver,
-                                                 **kwargs)), note
-    if impl == "numpy":
-        _limit_blas(threads)
-        return (lambda s, w=W: peers.numpy_step(w, X, Y, step=s, n_threads=threads, **kwargs)), None
-    if impl == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        return (lambda s, w=W: peers.torch_step(w, X, Y, step=s, n_threads=threads, **kwargs)), None
-    raise ValueError(f"unknown implementation {impl!r}")
-
-
-def _child_time(spec):
-    import numpy as np
-
-    from bench import peers
-
-    result = {"status": "ok"}
-    W, X, Y = peers.make_problem(spec["N"], spec["n"], spec["d"], seed=spec["data_seed"])
-    result["baseline_rss_bytes"] = _status_kib("VmRSS")
-    result["peak_reset"] = _reset_peak_rss()
-    clock = time.perf_counter
-    if spec["impl"] == "floor":
-        _limit_blas(spec["threads"])
-        ridge = spec["n"] * spec["hyper"]["lam"] * spec["hyper"]["lam_a"]
-        floor = peers.BlasFloor(W, X, ridge)
-        for _ in range(spec["warmup"]):
-            floor.run()
-        parts = [floor.run() for _ in range(spec["repeats"])]
-        times = [sum(p.values()) for p in parts]
-        result["components_median_s"] = {name: float(np.median([p[name] for p in parts]))
-                                         for name in peers.BlasFloor.COMPONENTS}
-    else:
-        step, note = _step_function(spec, W, X, Y)
-        if note:
-            result["note"] = note
-        for s in range(spec["warmup"]):
-            out = step(s)
-            del out
-        times = []
-        for s in range(spec["warmup"], spec["warmup"] + spec["repeats"]):
-            start = clock()
-            out = step(s)
-            times.append(clock() - start)
-            del out
-    result["times_s"] = times
-    result["peak_rss_bytes"] = _peak_rss()
-    return result
-
-
-def _child_chain(spec):
-    """Iterate the chain W_{s+1} = step(W_s, s) (the paper's run): per-step times after a warm-up."""
-    from bench import peers
-
-    W, X, Y = peers.make_problem(spec["N"], spec["n"], spec["d"], seed=spec["data_seed"])
-    step, note = _step_function(spec, W, X, Y)
-    clock = time.perf_counter
-    times = []
-    for s in range(spec["warmup"] + spec["repeats"]):
-        start = clock()
-        W = step(s, W)
-        if s >= spec["warmup"]:
-            times.append(clock() - start)
-    result = {"status": "ok", "times_s": times, "peak_rss_bytes": _peak_rss(),
-              "final_mean_sq_norm": float((W * W).sum(axis=1).mean())}
-    if note:
-        result["note"] = note
-    return result
-
-
-def _child_verify(spec):
-    """Each peer's step and drift against mfkern's on the same inputs and noise."""
-    from mfkern import core
-
-    from bench import peers
-
-    hyper, threads = spec["hyper"], spec["threads"]
-    W, X, Y = peers.make_problem(spec["N"], spec["n"], spec["d"], seed=spec["data_seed"])
-    hp = dict(lam=hyper["lam"], lam_a=hyper["lam_a"], lam_w=hyper["lam_w"])
-    stepping = dict(eta=hyper["eta"], seed=spec["seed"], step=0, n_threads=threads, **hp)
-    reference_step = peers.mfkern_step(W, X, Y, **stepping)
-    reference_drift = core.drift(W, X, Y, n_threads=threads, **hp)
-    _limit_blas(threads)
-    checks = {}
-    for peer in spec["peers"]:
-        if peer == "numpy":
-            step_fn, drift_fn = peers.numpy_step, peers.numpy_drift
-        else:
-            import torch
-
-            torch.set_num_threads(threads)
-            step_fn, drift_fn = peers.torch_step, peers.torch_drift
-        step_diff = peers.max_relative_difference(step_fn(W, X, Y, **stepping), reference_step)
-        drift_diff = peers.max_relative_difference(drift_fn(W, X, Y, **hp), reference_drift)
-        checks[peer] = {"step_max_rel_diff": step_diff, "drift_max_rel_diff": drift_diff,
-                        "passed": bool(max(step_diff, drift_diff) <= spec["tolerance"])}
-    return {"status": "ok", "checks": checks}
-
-
-def _child_machine(spec):
-    from bench.machine import describe
-
-    return {"status": "ok", "machine": describe()}
-
-
-CHILD_MODES = {"time": _child_time, "chain": _child_chain, "verify": _child_verify, "machine": _child_machine}
-
-
-def _child_main(spec_text, out_path):
-    spec = json.loads(spec_text)
-    try:
-        result = CHILD_MODES[spec["mode"]](spec)
-    except MemoryError as error:  # includes mfkern.core.MemoryLimitError (raised before allocating)
-        result = {"status": "memory_error", "note": f"{type(error).__name__}: {error}",
-                  "bytes_needed": getattr(error, "bytes_needed", None),
-                  "bytes_available": getattr(error, "bytes_available", None)}
-    except Exception as error:  # recorded in the results; the parent carries on with the next size
-        result = {"status": "error", "note": f"{type(error).__name__}: {error}",
-                  "traceback": traceback.format_exc(limit=8)}
-    pathlib.Path(out_path).write_text(json.dumps(result, default=_json_default))
-    return 0
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Parent side.
-# ----------------------------------------------------------------------------------------------------------
-
-def benchmark_environment(threads, base=None):
-    """The children's environment: unfair OpenBLAS overrides removed, thread counts set.
-
-    Returns
-    -------
-    env : dict
-        The environment.
-    removed : dict
-        The variables removed and the values they had.
-    """
-    env = dict(os.environ if base is None else base)
-    removed = {key: env.pop(key) for key in UNFAIR_VARIABLES if key in env}
-    for key in THREAD_VARIABLES:
-        env[key] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
-                                                             else []))
-    return env, removed
-
-
-def run_child(spec, *, threads, timeout_s, memory_limit_bytes=None):
-    """Run one measurement in a fresh Python process; returns its result dict (never raises for a failure).
-
-    Parameters
-    ----------
-    spec : dict
-        The measurement (its "mode" picks the child function).
-    threads : int
-        Thread count set in the child's environment.
-    timeout_s : float
-        Wall-clock limit; a child past it is killed and recorded as "timeout".
-    memory_limit_bytes : int or None
-        Address-space limit of the child (RLIMIT_AS).
-    """
-    env, _ = benchmark_environment(threads)
-
-    def limit_memory():
-        if memory_limit_bytes:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-
-    with tempfile.TemporaryDirectory(prefix="mfkern-bench-") as tmp:
-        out_path = pathlib.Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "bench.run", "--child", json.dumps(spec), "--child-out",
-                   str(out_path)]
-        start = time.perf_counter()
-        try:
-            done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                                  timeout=timeout_s, preexec_fn=limit_memory)
-        except subprocess.TimeoutExpired:
-            return {"status": "timeout", "note": f"killed after {timeout_s:.0f} s"}
-        elapsed = time.perf_counter() - start
-        if out_path.exists():
-            result = json.loads(out_path.read_text())
-        else:
-            tail = (done.stderr or "").strip().splitlines()[-6:]
-            how = (f"killed by signal {-done.returncode}" if done.returncode < 0
-                   else f"exit status {done.returncode}")
-            result = {"status": "crashed", "note": f"child process {how}: " + " | ".join(tail)}
-        result["process_wall_s"] = elapsed
-        return result
 
 
 def _summarise_times(result):
@@ -385,7 +139,7 @@ def _median(results, size, impl, threads):
 def compute_ratios(sizes, results, threads):
     """Time ratios per size from the medians (None where a time is missing).
 
-    ``mfkern_over_floor`` = t(mfkern)/t(floor) (the issue asks <= 1.15); ``numpy_over_mfkern`` and
+    ``mfkern_over_floor`` = t(mfkern)/t(floor) (target <= 1.15, see TARGETS); ``numpy_over_mfkern`` and
     ``torch_over_mfkern`` = how many times faster mfkern is; ``one_thread_over_threads`` = t(mfkern, 1
     thread)/t(mfkern, T threads); ``numpy_over_floor`` for context.
     """
@@ -405,16 +159,6 @@ def compute_ratios(sizes, results, threads):
             "numpy_over_floor": ratio(_median(results, size, "numpy", threads), floor),
         })
     return rows
-
-
-def _torch_installed():
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
-def _log(message):
-    print(message, flush=True)
 
 
 def _describe_result(entry):
@@ -462,7 +206,7 @@ def run_grid(name, *, repeats=None, warmup=1, threads=2, out_dir=DEFAULT_OUT, ti
     load_before = list(os.getloadavg())
     machine = run_child({"mode": "machine"}, threads=threads, timeout_s=timeout_s,
                         memory_limit_bytes=memory_limit_bytes)
-    torch_ok = _torch_installed()
+    torch_ok = torch_installed()
     document = {
         "schema": "mfkern-bench-step/1",
         "grid": name,
@@ -485,7 +229,7 @@ def run_grid(name, *, repeats=None, warmup=1, threads=2, out_dir=DEFAULT_OUT, ti
     plan = _plan(grid, threads)
     total = len(grid["sizes"]) * len(plan)
     count = 0
-    _log(f"grid {name}: {len(grid['sizes'])} sizes x {len(plan)} measurements, repeats={repeats}, "
+    log(f"grid {name}: {len(grid['sizes'])} sizes x {len(plan)} measurements, repeats={repeats}, "
          f"threads={threads}; load average {load_before[0]:.2f}")
     for size in grid["sizes"]:
         label = f"N={size['N']} n={size['n']} d={size['d']}"
@@ -504,7 +248,7 @@ def run_grid(name, *, repeats=None, warmup=1, threads=2, out_dir=DEFAULT_OUT, ti
                 else:
                     entry.update(status=check.get("status"), note=check.get("note"), passed=False)
                 document["verification"].append(entry)
-                _log(f"  check {label} {peer}: " + (
+                log(f"  check {label} {peer}: " + (
                     f"step {entry['step_max_rel_diff']:.2e}, drift {entry['drift_max_rel_diff']:.2e}"
                     if "step_max_rel_diff" in entry else f"{entry['status']}: {entry.get('note')}"))
         for impl, impl_threads in plan:
@@ -524,34 +268,17 @@ def run_grid(name, *, repeats=None, warmup=1, threads=2, out_dir=DEFAULT_OUT, ti
                     entry["solver"] = grid["solver"]
             _summarise_times(entry)
             document["results"].append(entry)
-            _log(f"  [{count}/{total}] {label} {impl} ({impl_threads} thr): {_describe_result(entry)}")
-            _write_json(json_path, document)  # partial results survive an interrupted run
+            log(f"  [{count}/{total}] {label} {impl} ({impl_threads} thr): {_describe_result(entry)}")
+            write_json(json_path, document)  # partial results survive an interrupted run
     document["ratios"] = compute_ratios(grid["sizes"], document["results"], threads)
     document["load_average_after"] = list(os.getloadavg())
     document["elapsed_s"] = time.perf_counter() - started
-    _write_json(json_path, document)
+    write_json(json_path, document)
     write_markdown(out_dir / f"step_{name}.md", document)
     if plot:
         write_plot(out_dir / f"step_{name}.png", document)
-    _log(f"grid {name}: done in {document['elapsed_s']:.0f} s -> {json_path}")
+    log(f"grid {name}: done in {document['elapsed_s']:.0f} s -> {json_path}")
     return document
-
-
-def _finite(value):
-    """JSON has no NaN/inf: replace them by None (recursively)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _write_json(path, document):
-    tmp = pathlib.Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(_finite(document), indent=1, allow_nan=False, default=_json_default))
-    tmp.replace(path)
 
 
 def _fmt_time(entry):
@@ -578,7 +305,7 @@ def _fmt_mib(value):
 
 
 def write_markdown(path, document):
-    """Markdown report of one grid: times, ratios (with the issue's targets), memory, agreement, failures."""
+    """Markdown report of one grid: times, ratios (with the performance targets), memory, agreement, failures."""
     settings = document["settings"]
     threads = settings["threads"]
     results = document["results"]
@@ -627,7 +354,7 @@ def write_markdown(path, document):
                     "numpy_over_floor": "numpy / floor: the plain numpy step against the floor"}
     explanation = "; ".join(text for key, text in explanations.items() if key in dict(names))
     lines += ["", "## Ratios of median times", "",
-              f"{explanation}. The issue's targets are checked where it sets them.", "",
+              f"{explanation}. Performance targets (TARGETS in bench/run.py) are checked where set.", "",
               "| N | n | d | " + " | ".join(label for _, label in names) + " |",
               "|---|---|---|" + "---|" * len(names)]
     for row in ratio_rows:
@@ -753,23 +480,12 @@ def _parser():
     parser.add_argument("--memory-limit-gib", type=float, default=None,
                         help="address-space limit per child (default: 60%% of the machine's memory; 0: none)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     return parser
-
-
-def _default_memory_limit():
-    from bench.machine import memory_info
-
-    total = memory_info()["total_bytes"]
-    return int(0.6 * total) if total else None
 
 
 def main(argv=None):
     """Command-line entry point (``python -m bench``); returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.child is not None:
-        return _child_main(args.child, args.child_out)
     if args.warmup < 0:
         raise SystemExit("--warmup must be >= 0")
     names = (args.grid or ("quick" if args.quick else "main")).split(",")
@@ -785,7 +501,7 @@ def main(argv=None):
         usable = os.cpu_count() or 1
     threads = args.threads or min(2, usable)
     if args.memory_limit_gib is None:
-        memory_limit = _default_memory_limit()
+        memory_limit = default_memory_limit()
     else:
         memory_limit = int(args.memory_limit_gib * 2**30) or None
     for name in names:

@@ -19,7 +19,7 @@ if str(REPO_ROOT) not in sys.path:  # bench/ is a folder of the repository, not 
 
 from mfkern import core  # noqa: E402
 
-from bench import machine, paper_run, peers  # noqa: E402
+from bench import harness, machine, paper_run, peers  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 HYPER = dict(lam=0.004, lam_a=0.25, lam_w=0.25)
@@ -28,7 +28,7 @@ SIZES = [(40, 24, 3, 1), (30, 50, 5, 1), (64, 32, 4, 3)]  # (N, n, d, T): N > n,
 
 
 def _objective_G(W, X, Y, lam, lam_a, lam_w):
-    """G(mu_W) written directly from PAPER.md section 2 (explicit inverse, independent of the peers)."""
+    """G(mu_W) written directly from docs/theory.md, section 2 (explicit inverse, independent of the peers)."""
     n, N = X.shape[0], W.shape[0]
     Y2 = Y.reshape(n, -1)
     X1 = np.hstack([X, np.ones((n, 1))])
@@ -163,7 +163,7 @@ def test_cpu_info_parses_cpuinfo():
 
 def test_benchmark_environment_removes_unfair_overrides():
     base = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "123", "OMP_NUM_THREADS": "7", "KEEP": "x"}
-    env, removed = bench_run.benchmark_environment(3, base=base)
+    env, removed = harness.benchmark_environment(3, base=base)
     assert removed == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "123"}
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
@@ -174,9 +174,9 @@ def test_failures_are_recorded_not_raised():
     spec = {"mode": "time", "impl": "numpy", "N": 16, "n": 20000, "d": 2, "hyper": dict(peers.PAPER_HYPER),
             "seed": 0, "data_seed": 0, "repeats": 1, "warmup": 0, "threads": 1}
     # The 20000 x 20000 Gram (3 GiB) cannot be allocated under a 1 GiB address-space limit.
-    result = bench_run.run_child(spec, threads=1, timeout_s=300, memory_limit_bytes=2**30)
+    result = harness.run_child(spec, threads=1, timeout_s=300, memory_limit_bytes=2**30)
     assert result["status"] == "memory_error" and "MemoryError" in result["note"]
-    result = bench_run.run_child({**spec, "impl": "no-such-implementation", "n": 8}, threads=1, timeout_s=300)
+    result = harness.run_child({**spec, "impl": "no-such-implementation", "n": 8}, threads=1, timeout_s=300)
     assert result["status"] == "error" and "no-such-implementation" in result["note"]
 
 
@@ -267,5 +267,5 @@ def test_child_falls_back_when_the_solver_option_is_missing(monkeypatch):
     monkeypatch.setattr(peers, "solver_option_available", lambda: False)
     spec = {"mode": "time", "impl": "mfkern", "N": 20, "n": 12, "d": 2, "hyper": dict(peers.PAPER_HYPER),
             "seed": 0, "data_seed": 0, "repeats": 1, "warmup": 0, "threads": 1, "solver": "auto"}
-    result = bench_run._child_time(spec)
+    result = harness.child_time(spec)
     assert result["status"] == "ok" and "no 'solver' option" in result["note"]

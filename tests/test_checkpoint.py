@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
+import mfkern
 import mfkern.checkpoint as checkpoint
+import mfkern.core
+import mfkern.estimator
 from mfkern.checkpoint import FORMAT_VERSION, CheckpointError
 from mfkern.estimator import MeanFieldRegressor
 
@@ -250,3 +253,61 @@ def test_object_arrays_are_never_written(tmp_path):
     with pytest.raises(TypeError, match="object dtype"):
         checkpoint.write_npz_atomic(tmp_path / "x.npz", {"bad": np.array([None], dtype=object)})
     assert not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------------------ the format layer itself
+def test_state_dicts_round_trip_with_nested_entries_and_scalars(tmp_path):
+    state = {"a": np.arange(6.0).reshape(2, 3), "n": np.array(7, dtype=np.int64), "big": np.array(2**64 - 1,
+             dtype=np.uint64), "flag": True, "name": "x", "engine": {"warm": np.ones(4), "inner": {"k": 3}}}
+    path = tmp_path / "state.npz"
+    checkpoint.write_state(path, "test.Format", {"lam": 0.5, "callbacks": print}, state)
+    params, back = checkpoint.read_state(path, "test.Format")
+    assert params == {"lam": 0.5, "callbacks": None}
+    assert back.pop("mfkern_version") == mfkern.__version__
+    assert sorted(back) == sorted(state) and sorted(back["engine"]) == ["inner", "warm"]
+    np.testing.assert_array_equal(back["a"], state["a"])
+    assert back["big"].dtype == np.uint64 and int(back["big"]) == 2**64 - 1
+    assert bool(back["flag"]) is True and str(back["name"]) == "x" and int(back["engine"]["inner"]["k"]) == 3
+    with np.load(path, allow_pickle=False) as data:  # nested dicts are dotted members of a plain npz
+        assert "engine.inner.k" in data.files and "engine.warm" in data.files
+    with pytest.raises(CheckpointError, match=r"state.npz.*not an mfkern checkpoint \(format 'test.Format'\)"):
+        checkpoint.read_state(path, "test.Other")
+
+
+@pytest.mark.parametrize("state, error", [({"a.b": np.ones(1)}, ValueError), ({"format": np.ones(1)}, ValueError),
+                                          ({"x": [1, 2]}, TypeError), ({"x": np.array([None])}, TypeError)])
+def test_unwritable_states_are_refused_before_any_file_exists(tmp_path, state, error):
+    with pytest.raises(error):
+        checkpoint.write_state(tmp_path / "x.npz", "test.Format", {}, state)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_file_of_the_first_format_written_by_hand_loads(tmp_path):
+    """The layout of format version 1, written here with numpy alone (not by mfkern's writer)."""
+    rng = np.random.default_rng(0)
+    particles = rng.standard_normal((5, 3))
+    X = rng.standard_normal((4, 2))
+    dual = rng.standard_normal(4)
+    coef = mfkern.core.output_weights(particles, X, dual)
+    history = {key: np.arange(2, dtype=np.int64) if key == "step" else np.array([0.5, 0.25])
+               for key in mfkern.estimator.HISTORY_KEYS}
+    path = tmp_path / "v1.npz"
+    np.savez(path, format=np.array("mfkern.MeanFieldRegressor"), format_version=np.array(1),
+             mfkern_version=np.array("0.1.0"), params=np.array(json.dumps({"n_particles": 5, "lam": 0.1})),
+             particles=particles, n_steps_done=np.array(1), seed=np.array(9, dtype=np.uint64), dual_coef=dual,
+             coef=coef, n_features_in=np.array(2), y_one_d=np.array(True),
+             **{f"history.{key}": values for key, values in history.items()})
+    est = MeanFieldRegressor.load(path)
+    assert (est.n_particles, est.lam, est.n_steps_done_, est.seed_, est.n_outputs_) == (5, 0.1, 1, 9, 1)
+    np.testing.assert_array_equal(est.particles_, particles)
+    assert est.history_["step"] == [0, 1] and est.history_["U"] == [0.5, 0.25]
+    np.testing.assert_allclose(est.predict(X), (mfkern.core.features(particles, X) @ coef) / 5, rtol=1e-12)
+
+
+def test_unknown_entries_are_ignored_so_fields_can_be_added(fitted, tmp_path):
+    est, X, _ = fitted
+    path = tmp_path / "run.npz"
+    est.save(path)
+    _rewrite(path, **{"engine.warm_dual": np.ones(3), "notes": np.array("later field")})
+    loaded = MeanFieldRegressor.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))

@@ -1,6 +1,6 @@
 """Correctness of the low-level API mfkern.core against independent references.
 
-Every quantity is compared with a plain numpy computation written here from PAPER.md, with finite
+Every quantity is compared with a plain numpy computation written here from docs/theory.md, with finite
 differences (drift), scikit-learn (second layer), closed forms (erf kernel, Ornstein-Uhlenbeck variance) or
 statistical tests whose tolerances follow from the sample size.
 """
@@ -21,7 +21,7 @@ DEFAULT_CACHE = 512 * 2**20  # a cache that holds these problems' features (the 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Plain numpy references (PAPER.md sections 1-5)
+# Plain numpy references (docs/theory.md, sections 1-8)
 # ----------------------------------------------------------------------------------------------------------
 
 def activation_function(name):
@@ -48,7 +48,7 @@ def as_columns(Y):
 
 
 def reference_G(W, X, Y, lam, lam_a, lam_w, activation):
-    """The reduced objective G(mu_W) of PAPER.md section 2."""
+    """The reduced objective G(mu_W) of docs/theory.md, section 2."""
     Y = as_columns(Y)
     n, T = Y.shape
     K = reference_gram(W, X, activation=activation)
@@ -58,7 +58,7 @@ def reference_G(W, X, Y, lam, lam_a, lam_w, activation):
 
 
 def reference_G_E(W, X, Y, E, lam, lam_a, lam_w, activation):
-    """The label-noise functional G_E of PAPER.md section 5 (second layer fitted to Y+E, scored with Y)."""
+    """The label-noise functional G_E of docs/theory.md, section 6 (second layer fitted to Y+E, scored with Y)."""
     Y, E = as_columns(Y), as_columns(E)
     n, T = Y.shape
     K = reference_gram(W, X, activation=activation)
@@ -88,7 +88,7 @@ def relative_error(got, want):
 
 
 def erf_closed_form_kernel(X, X2, s):
-    """Infinite-width erf kernel for (u, b) ~ N(0, s^2 I) (PAPER.md section 6)."""
+    """Infinite-width erf kernel for (u, b) ~ N(0, s^2 I) (docs/theory.md, section 10)."""
     s2 = s * s
     q1 = 1 + 2 * s2 * (np.sum(X * X, axis=1) + 1)
     q2 = 1 + 2 * s2 * (np.sum(X2 * X2, axis=1) + 1)
@@ -273,7 +273,7 @@ def test_output_weights_and_network_output_match_numpy(make_problem, rng, tasks,
 
 
 def test_network_output_at_training_points_is_kernel_ridge_prediction(make_problem):
-    # f(X) = K A: the network with a_k = H[:,k]^T A is the kernel ridge predictor (PAPER.md section 2).
+    # f(X) = K A: the network with a_k = H[:,k]^T A is the kernel ridge predictor (docs/theory.md, section 3).
     p = make_problem(n=10, N=30, d=3, T=2)
     K = core.gram(p.W, p.X)
     A = core.second_layer(K, p.Y, 0.5)
@@ -383,7 +383,7 @@ def test_erf_gram_converges_to_closed_form_at_rate_root_N():
 
 def test_langevin_with_zero_targets_has_euler_maruyama_stationary_variance():
     # Y = 0: A = 0 and each coordinate follows w <- (1 - eta*lam_w_bar) w + sqrt(2 eta lam) xi, whose
-    # stationary variance is 2 lam / (lam_w_bar (2 - eta lam_w_bar)) (PAPER.md section 6).
+    # stationary variance is 2 lam / (lam_w_bar (2 - eta lam_w_bar)) (docs/theory.md, section 10).
     lam, lam_w, eta = 0.5, 2.0, 0.5
     lam_w_bar = lam * lam_w
     contraction = 1 - eta * lam_w_bar  # 0.5: burn-in and decorrelation take a few steps

@@ -38,7 +38,7 @@ def test_drift_given_dual_equals_drift(problem, activation):
 
 
 def test_drift_given_dual_matches_plain_numpy(problem):
-    """The formula of PAPER.md section 3 with an arbitrary A (not a kernel-ridge solution)."""
+    """The formula of docs/theory.md, section 4 with an arbitrary A (not a kernel-ridge solution)."""
     X, W, _, _ = problem
     A = np.random.default_rng(2).normal(size=(X.shape[0], 2))
     lam, lam_a, lam_w = HYPER["lam"], HYPER["lam_a"], HYPER["lam_w"]

@@ -17,6 +17,7 @@ import pytest
 import mfkern.core as core
 from mfkern import DivergenceError, MeanFieldRegressor
 from mfkern import distributed
+from mfkern.distributed import collectives
 from mfkern.distributed import (
     DistributedMeanFieldRegressor,
     SingleProcess,
@@ -119,7 +120,7 @@ def test_sharded_step_equals_the_whole_step(problem, noise_level):
 def test_initial_particles_are_the_estimators_rows(monkeypatch):
     N, d, lam_w, seed = 37, 4, 0.25, 123
     expect = np.random.default_rng(seed).standard_normal((N, d + 1)) / math.sqrt(lam_w)
-    monkeypatch.setattr(distributed, "_INIT_CHUNK", 7)  # many chunk boundaries inside and between rows
+    monkeypatch.setattr(collectives, "_INIT_CHUNK", 7)  # many chunk boundaries inside and between rows
     for start, stop in [(0, N), (0, 1), (5, 18), (18, 37), (36, 37)]:
         got = initial_particles(seed, N, d, lam_w, start, stop)
         assert np.array_equal(got, expect[start:stop])

@@ -226,7 +226,7 @@ def test_objective_decreases_on_average_at_small_step_size(rng):
 
 
 def test_label_noise_penalises_degrees_of_freedom(rng):
-    """E[G_E] - G = (s^2 / (6n)) dof (PAPER.md section 5), over the noise the estimator's steps draw."""
+    """E[G_E] - G = (s^2 / (6n)) dof (docs/theory.md, section 6), over the noise the estimator's steps draw."""
     n, T, s = 30, 2, 0.8
     X = rng.standard_normal((n, 3))
     Y = np.column_stack([X[:, 0] * X[:, 1], np.tanh(X[:, 2])])

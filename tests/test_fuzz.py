@@ -184,7 +184,7 @@ def dual_drift_reference(F, W, A, B, lam, lam_a, lam_w):
     """Numpy drift for dual coefficients A (and B), with an elementwise error bound.
 
     grad_k = -(lam lam_a / T) sum_i (a_ki J_k^T A_i - b_ki J_k^T B_i) + lam lam_w w_k, a = H^T A, b = H^T B,
-    J_k = h'(z_k) x1 (PAPER.md section 3 and the docstring of core.drift_given_dual).
+    J_k = h'(z_k) x1 (docs/theory.md, section 1 and the docstring of core.drift_given_dual).
     """
     A = columns(A)
     T = A.shape[1]

@@ -36,7 +36,7 @@ def logistic_dual_objective(A, K, y, ridge):
 
 # ------------------------------------------------------------------------------ the second layer itself
 def test_squared_loss_gives_kernel_ridge_and_paper_U(rng):
-    """Normalisation: the squared loss reproduces PAPER.md section 2 (A = (K + ridge I)^{-1} Y and U)."""
+    """Normalisation: the squared loss reproduces docs/theory.md, sections 2-3 (A = (K + ridge I)^{-1} Y and U)."""
     X, W, _ = problem(rng, 30, 20)
     Y = rng.standard_normal((30, 2))
     lam, lam_a, lam_w = 0.05, 0.4, 0.3
@@ -89,7 +89,7 @@ def test_logistic_second_layer_equals_scipy_on_the_dual_objective(rng):
 
 @pytest.mark.parametrize("T", [1, 3])
 def test_newton_solution_meets_the_optimality_conditions(rng, T):
-    """A = -(1/(n lam_a_bar)) l'(K A, Y) (PAPER.md section 8), column by column, and nothing does better."""
+    """A = -(1/(n lam_a_bar)) l'(K A, Y) (docs/theory.md, section 9), column by column, and nothing does better."""
     n, ridge, tol = 35, 0.3, 1e-11
     X, W, Y = problem(rng, n, 15, T=T)
     K = core.gram(W, X)

@@ -361,7 +361,7 @@ def arm_self_kill(stage, expected_size):
     elif stage == "before-rename":
         checkpoint.os.replace = lambda src, dst: _sigkill_self()
     elif stage == "after-rename":
-        checkpoint._fsync_directory = lambda directory: _sigkill_self()
+        checkpoint.fsync_directory = lambda directory: _sigkill_self()
     else:  # pragma: no cover - a typo in the test
         raise ValueError(stage)
 

@@ -97,6 +97,24 @@ def test_seed_is_numpys_spawned_child():
     assert RunConfig("x", 5, base, data={"seed": 42}).data_seed == 42  # shared data, own model seed
 
 
+def test_sweep_seeds_are_the_runner_seeds_of_the_key_run_index_stream():
+    """runner.derive_seed(base, run_index, stream) and sweeps.derive_seed(base, run_index, stream) are both
+    SeedSequence(base, spawn_key=(run_index, stream)) reduced to 64 bits (lo | hi << 32), written out here."""
+    from mfkern import runner
+
+    for base in (0, 1, 123456789, 2**63 + 5, 2**64 - 1):
+        for index in (0, 3, 2**31 + 1):
+            for stream in (0, 1, 7):
+                lo, hi = np.random.SeedSequence(base, spawn_key=(index, stream)).generate_state(2, dtype=np.uint32)
+                expect = int(lo) | (int(hi) << 32)
+                assert derive_seed(base, index, stream) == expect
+                assert runner.derive_seed(base, index, stream) == expect
+    with pytest.raises(ValueError, match="run_index"):
+        derive_seed(1, -1)
+    with pytest.raises(ValueError, match="stream"):
+        derive_seed(1, 0, -1)
+
+
 def test_make_sweep_grid_repeats_and_extension():
     configs = make_sweep("g", {"a": [1, 2], "b": ["x", "y", "z"]}, base_seed=5, repeats=2, fixed={"a": 0, "c": 1.5})
     assert [c.run_index for c in configs] == list(range(12))

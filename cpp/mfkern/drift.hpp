@@ -1,4 +1,4 @@
-// The particle drift (gradient of the first variation, PAPER.md sections 3 and 5) and the network's
+// The particle drift (gradient of the first variation, docs/theory.md, sections 4 and 6) and the network's
 // second-layer weights and output. Work is split over fixed tiles of particles (or samples).
 #pragma once
 #include "mfkern/features.hpp"

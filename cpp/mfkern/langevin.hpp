@@ -1,5 +1,5 @@
 // Two-timescale mean-field Langevin dynamics: the reduced objective, the drift with the second layer at its
-// closed-form optimum, and the Euler-Maruyama step (PAPER.md sections 2, 3 and 5).
+// closed-form optimum, and the Euler-Maruyama step (docs/theory.md, sections 2-6).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -61,7 +61,7 @@ DriftResult langevin_step(const Particles& p, const Inputs& x, const Targets& y,
 // The drift and the step for given dual coefficients A (row-major n x T) and, for the label-noise
 // procedure, B = S E (or null): no Gram, no solve. For second layers solved elsewhere (other losses,
 // a Gram reduced across processes): a_k = H[:,k]^T A and the drift has the same form for any loss whose
-// optimal second layer is a_mu(w) = h(X; w)^T A (PAPER.md section 8).
+// optimal second layer is a_mu(w) = h(X; w)^T A (docs/theory.md, section 9).
 void drift_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,
                       const double* b_rows, long n_tasks, const Hyper& hyper, double* grad_rows, const Options& opt);
 void langevin_step_given_dual(const Particles& p, const Inputs& x, Activation act, const double* a_rows,

@@ -1,4 +1,4 @@
-// The second layer in particle space (Woodbury identity, PAPER.md section 3), for N < n:
+// The second layer in particle space (Woodbury identity, docs/theory.md, section 8), for N < n:
 //   (K + c I)^{-1} R = (1/c) [R - H (N c I + H^T H)^{-1} H^T R],   K = H H^T / N,
 // an N x N system instead of an n x n one. Streams over panels of samples, so neither the n x n Gram nor
 // the n x N features ever exist: memory O(N^2 + panel * N).

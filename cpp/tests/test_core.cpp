@@ -72,7 +72,7 @@ double naive_objective(const Problem& pb, const std::vector<double>& w, const Hy
 
 
 // ---------------------------------------------------------------------------------------------------------
-// More entry points against naive loops and closed forms (issue 9), so that every path of the core runs under
+// More entry points against naive loops and closed forms, so that every path of the core runs under
 // the sanitizers: Woodbury against dense, label-noise drift against drift_given_dual, cross Gram, output
 // weights and network output, the noise generators, and n = N = d = 1.
 // ---------------------------------------------------------------------------------------------------------

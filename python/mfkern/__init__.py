@@ -20,7 +20,7 @@ from .core import (
     second_layer,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "MeanFieldRegressor",

@@ -1,17 +1,30 @@
-"""Portable, atomic checkpoints of a fitted MeanFieldRegressor (or MeanFieldClassifier).
+"""Checkpoint files: a versioned state dict, written and read atomically, with no code in it.
 
-A checkpoint is an ``.npz`` file (a zip of ``.npy`` arrays) readable with ``numpy.load(path,
-allow_pickle=False)``: nothing in it is pickled, so loading never executes code. It holds
+This module is the file format only; it knows no estimator class. An estimator maps its fitted state to a
+*state dict* and back (``_checkpoint_state()`` and ``_set_checkpoint_state(state)``, see
+:class:`mfkern.estimator._MeanFieldBase`); :func:`save` and :func:`load` connect that protocol to files, and
+:func:`write_state` / :func:`read_state` are the format itself.
 
-- ``format`` ("mfkern.MeanFieldRegressor", or the ``_checkpoint_format`` of another estimator class such as
-  "mfkern.MeanFieldClassifier") and ``format_version`` (an integer, :data:`FORMAT_VERSION`),
+The file is an ``.npz`` (a zip of stored ``.npy`` members) readable with ``numpy.load(path,
+allow_pickle=False)``: nothing in it is pickled, so loading never executes code. It holds an envelope
+
+- ``format``: the estimator's format name (its ``_checkpoint_format``, e.g. "mfkern.MeanFieldRegressor" or
+  "mfkern.MeanFieldClassifier"); a file of another format is refused with a message naming the right class;
+- ``format_version``: an integer, :data:`FORMAT_VERSION`; ``mfkern_version``: the version that wrote it;
 - ``params``: the constructor parameters as JSON text (``callbacks`` are code and are stored as null; a
-  ``random_state`` that is not an int or None is stored as null, the seed actually used is in ``seed``),
-- ``particles``, ``n_steps_done``, ``seed`` (uint64): with these a warm-started run continues the exact
-  trajectory, since the noise of step t is keyed by (seed, t),
-- ``dual_coef``, ``coef``, ``n_features_in``, ``y_one_d`` and ``feature_names_in`` (when fitted on named columns),
-- ``history.<key>`` for every key of ``history_``,
-- entries particular to an estimator class (its ``_checkpoint_arrays()``; e.g. the classifier's ``classes``).
+  ``random_state`` that is not an int or None is stored as null, the seed actually used is in the state),
+
+and the state dict: one member per entry, an entry being an ndarray or a numpy/Python scalar, and nested
+dicts flattened with dots (the regressor's ``history`` dict becomes ``history.step``, ``history.U``, ...).
+For the regressor the state is ``particles``, ``n_steps_done``, ``seed`` (uint64: with the particles and the
+step count a warm-started run continues the exact trajectory, since the noise of step t is keyed by (seed,
+t)), ``dual_coef``, ``coef``, ``n_features_in``, ``y_one_d``, ``feature_names_in`` (when fitted on named
+columns) and ``history``; other estimators add their own entries (the classifier's ``classes``).
+
+Adding a field: give it a new name in the estimator's ``_checkpoint_state`` and read it with a default in
+``_set_checkpoint_state`` (older files lack it; unknown entries are kept and ignored), so the version does not
+change. :data:`FORMAT_VERSION` changes only when an existing entry changes meaning; then a function in
+:data:`UPGRADES` turns the contents of the previous version into the new one, so old files stay readable.
 
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over `path` with ``os.replace``, so a crash while saving leaves either the old checkpoint or
@@ -29,10 +42,18 @@ import zlib
 
 import numpy as np
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save", "load"]
+from ._version import __version__
 
-FORMAT_NAME = "mfkern.MeanFieldRegressor"
+__all__ = ["CheckpointError", "FORMAT_VERSION", "UPGRADES", "save", "load", "write_state", "read_state",
+           "write_npz_atomic", "fsync_directory", "scalar"]
+
 FORMAT_VERSION = 1
+
+#: version v -> function(contents of a version-v file, a dict name -> ndarray) -> contents of version v + 1.
+#: Empty while there has been only one version.
+UPGRADES = {}
+
+_ENVELOPE = ("format", "format_version", "mfkern_version", "params")
 
 
 class CheckpointError(ValueError):
@@ -52,8 +73,75 @@ def _json_param(name, value):
     if isinstance(value, numbers.Real):
         return float(value)
     if name == "random_state":
-        return None  # a RandomState/Generator: the seed it gave is saved as `seed`
+        return None  # a RandomState/Generator: the seed it gave is saved in the state
     raise TypeError(f"parameter {name}={value!r} cannot be stored in a checkpoint (not a number, str, bool or None)")
+
+
+def _flatten(state, prefix=""):
+    """The state dict as flat member name -> ndarray (nested dicts joined with dots)."""
+    flat = {}
+    for name, value in state.items():
+        if not isinstance(name, str) or not name or "." in name or "/" in name:
+            raise ValueError(f"checkpoint entry names must be non-empty strings without '.' or '/', got {name!r}")
+        key = prefix + name
+        if isinstance(value, dict):
+            flat.update(_flatten(value, key + "."))
+            continue
+        if isinstance(value, (np.ndarray, np.generic, bool, int, float, str)):
+            array = np.asarray(value)
+        else:
+            raise TypeError(f"checkpoint entry {key!r} must be an ndarray, a scalar, a str or a dict, "
+                            f"got {type(value).__name__}")
+        if array.dtype.hasobject:
+            raise TypeError(f"checkpoint array {key!r} has object dtype; only plain arrays are written")
+        flat[key] = array
+    return flat
+
+
+def _unflatten(flat):
+    """Inverse of :func:`_flatten`: dotted member names become nested dicts."""
+    state = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = state
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise CheckpointError(f"entry {key!r} clashes with entry {part!r}")
+            node = child
+        if isinstance(node.get(leaf), dict):
+            raise CheckpointError(f"entry {key!r} clashes with entries below it")
+        node[leaf] = value
+    return state
+
+
+def write_state(path, format_name, params, state):
+    """Write a checkpoint atomically: the envelope (format name, versions, `params` as JSON) and `state`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; replaced atomically if it exists.
+    format_name : str
+        The estimator's format name, checked again by :func:`read_state`.
+    params : dict
+        Constructor parameters (numbers, str, bool, None; callbacks and random generators become null).
+    state : dict
+        Entry name -> ndarray, numpy or Python scalar, str, or a nested dict of those (see the module
+        docstring). Names must not contain dots and must not be one of the envelope's.
+    """
+    clash = sorted(set(state) & set(_ENVELOPE))
+    if clash:
+        raise ValueError(f"state entries {clash} are reserved for the checkpoint envelope")
+    arrays = {
+        "format": np.array(str(format_name)),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "mfkern_version": np.array(__version__),
+        "params": np.array(json.dumps({name: _json_param(name, value) for name, value in params.items()},
+                                      sort_keys=True, allow_nan=False)),
+    }
+    arrays.update(_flatten(state))
+    write_npz_atomic(path, arrays)
 
 
 def save(estimator, path):
@@ -61,39 +149,14 @@ def save(estimator, path):
 
     Parameters
     ----------
-    estimator : MeanFieldRegressor or MeanFieldClassifier
-        A fitted estimator.
+    estimator : MeanFieldRegressor, MeanFieldClassifier or another estimator with the checkpoint protocol
+        A fitted estimator: ``_checkpoint_format``, ``get_params`` and ``_checkpoint_state()`` (which raises
+        NotFittedError when it is not fitted).
     path : str or os.PathLike
         Destination file; replaced atomically if it exists.
     """
-    from sklearn.utils.validation import check_is_fitted
-
-    from . import __version__
-
-    check_is_fitted(estimator, ("particles_", "coef_"))
-    params = {name: _json_param(name, value) for name, value in estimator.get_params(deep=False).items()}
-    arrays = {
-        "format": np.array(getattr(type(estimator), "_checkpoint_format", FORMAT_NAME)),
-        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
-        "mfkern_version": np.array(__version__),
-        "params": np.array(json.dumps(params, sort_keys=True, allow_nan=False)),
-        "particles": np.asarray(estimator.particles_, dtype=np.float64),
-        "n_steps_done": np.array(estimator.n_steps_done_, dtype=np.int64),
-        "seed": np.array(estimator.seed_, dtype=np.uint64),
-        "dual_coef": np.asarray(estimator.dual_coef_, dtype=np.float64),
-        "coef": np.asarray(estimator.coef_, dtype=np.float64),
-        "n_features_in": np.array(estimator.n_features_in_, dtype=np.int64),
-        "y_one_d": np.array(bool(estimator._y_one_d)),
-    }
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is not None:
-        arrays["feature_names_in"] = np.asarray(names, dtype=str)
-    for key, values in estimator.history_.items():
-        arrays[f"history.{key}"] = np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
-    extra = getattr(estimator, "_checkpoint_arrays", None)
-    if extra is not None:
-        arrays.update(extra())
-    write_npz_atomic(path, arrays)
+    state = estimator._checkpoint_state()
+    write_state(path, type(estimator)._checkpoint_format, estimator.get_params(deep=False), state)
 
 
 def write_npz_atomic(path, arrays):
@@ -122,10 +185,11 @@ def write_npz_atomic(path, arrays):
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory):
+def fsync_directory(directory):
+    """Make a rename inside `directory` durable (fsync of the directory; a no-op where that is impossible)."""
     if os.name != "posix":  # Windows cannot open directories; its rename is durable enough
         return
     try:
@@ -191,103 +255,99 @@ def _read(path):
                               f"{type(exc).__name__}: {exc}") from exc
 
 
-def _scalar(contents, key, path, kind):
-    value = contents[key]
-    if value.shape != () or value.dtype.kind not in kind:
-        raise CheckpointError(f"{path!r}: entry {key!r} must be a scalar of kind {kind!r}, "
-                              f"got dtype {value.dtype} shape {value.shape}")
+def scalar(state, key, kind):
+    """The 0-d entry `key` of a state dict as a numpy scalar of a dtype kind in `kind` (e.g. "iu");
+    CheckpointError saying what is wrong otherwise."""
+    value = state[key]
+    if not isinstance(value, np.ndarray) or value.shape != () or value.dtype.kind not in kind:
+        raise CheckpointError(f"entry {key!r} must be a scalar of kind {kind!r}, got "
+                              f"{getattr(value, 'dtype', type(value).__name__)} shape {np.shape(value)}")
     return value[()]
 
 
-_REQUIRED = ("format", "format_version", "params", "particles", "n_steps_done", "seed", "dual_coef", "coef",
-             "n_features_in", "y_one_d")
+def read_state(path, format_name):
+    """Read a checkpoint of format `format_name`: its parameters and its state dict.
 
+    Checks the file (every member read and its CRC checked, nothing unpickled), the format name and the
+    version (upgrading older versions through :data:`UPGRADES`), and decodes the parameters. The entries of
+    the state are not interpreted here: the estimator validates them.
 
-def load(path, cls=None):
-    """Read a checkpoint written by :func:`save` and return the fitted estimator.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    cls : type, optional
-        The estimator class (default: :class:`mfkern.estimator.MeanFieldRegressor`); the file must hold its
-        format (``cls._checkpoint_format``).
+    Returns
+    -------
+    params : dict
+    state : dict
+        Entry name -> ndarray (scalars as 0-d arrays), nested dicts for dotted names; the envelope's
+        ``mfkern_version`` (the version that wrote the file) is included when present.
 
     Raises
     ------
     FileNotFoundError
         When `path` does not exist.
     CheckpointError
-        (a ValueError) naming the file when it is truncated, corrupt, not a checkpoint, or of another
-        format version.
+        (a ValueError) naming the file when it is truncated, corrupt, not a checkpoint, of another format,
+        or of a format version this mfkern cannot read.
     """
-    from .estimator import HISTORY_KEYS, MeanFieldRegressor
-
-    cls = MeanFieldRegressor if cls is None else cls
-    expected_format = getattr(cls, "_checkpoint_format", FORMAT_NAME)
-    history_keys = getattr(cls, "_history_keys", HISTORY_KEYS)
     path = os.fspath(path)
     contents = _read(path)
-    missing = [key for key in _REQUIRED if key not in contents]
-    if "format" in contents and str(contents["format"][()]) != expected_format:
+    if "format" in contents and str(contents["format"][()]) != format_name:
         found = str(contents["format"][()])
         if found.startswith("mfkern.") and found != "mfkern.":
-            raise CheckpointError(f"{path!r} is a {found} checkpoint, not a {expected_format} one: load it with "
+            raise CheckpointError(f"{path!r} is a {found} checkpoint, not a {format_name} one: load it with "
                                   f"{found}.load")
         raise CheckpointError(f"{path!r} is not an mfkern checkpoint (format {found!r})")
+    missing = [key for key in ("format", "format_version", "params") if key not in contents]
     if missing:
         raise CheckpointError(f"{path!r} is not an mfkern checkpoint: missing entries {missing}")
-    version = int(_scalar(contents, "format_version", path, "iu"))
+    try:
+        version = int(scalar(contents, "format_version", "iu"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path!r}: {exc}") from None
+    while version < FORMAT_VERSION and version in UPGRADES:
+        contents = UPGRADES[version](contents)
+        version += 1
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path!r} has checkpoint format version {version}; this mfkern reads version "
                               f"{FORMAT_VERSION} (saved by mfkern {contents.get('mfkern_version', '?')})")
     try:
         params = json.loads(str(contents["params"][()]))
+        if not isinstance(params, dict):
+            raise ValueError(f"expected a JSON object, got {type(params).__name__}")
+    except ValueError as exc:
+        raise CheckpointError(f"{path!r}: invalid parameters: {exc}") from exc
+    flat = {key: value for key, value in contents.items() if key not in ("format", "format_version", "params")}
+    try:
+        return params, _unflatten(flat)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path!r}: {exc}") from None
+
+
+def load(path, cls):
+    """Read a checkpoint written by :func:`save` and return a fitted `cls`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    cls : type
+        The estimator class (e.g. :class:`mfkern.MeanFieldRegressor`; usually called as ``cls.load(path)``):
+        the file must hold its format (``cls._checkpoint_format``). It is constructed from the saved
+        parameters and given the state by ``_set_checkpoint_state``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When `path` does not exist.
+    CheckpointError
+        (a ValueError) naming the file when it is truncated, corrupt, not a checkpoint, of another
+        format version, or when its contents are not a consistent state of `cls`.
+    """
+    path = os.fspath(path)
+    params, state = read_state(path, cls._checkpoint_format)
+    try:
         estimator = cls(**params)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path!r}: invalid parameters: {exc}") from exc
-
-    particles = contents["particles"]
-    n_features = int(_scalar(contents, "n_features_in", path, "iu"))
-    if particles.dtype != np.float64 or particles.ndim != 2 or particles.shape[1] != n_features + 1 \
-            or particles.shape[0] < 1 or not np.isfinite(particles).all():
-        raise CheckpointError(f"{path!r}: particles must be a finite float64 array of shape (N, {n_features + 1}), "
-                              f"got dtype {particles.dtype} shape {particles.shape}")
-    one_d = bool(_scalar(contents, "y_one_d", path, "b"))
-    coef, dual = contents["coef"], contents["dual_coef"]
-    want_ndim = 1 if one_d else 2
-    if coef.ndim != want_ndim or coef.shape[0] != particles.shape[0] or dual.ndim != want_ndim or \
-            (not one_d and dual.shape[1] != coef.shape[1]):
-        raise CheckpointError(f"{path!r}: coef {coef.shape} and dual_coef {dual.shape} do not match "
-                              f"{particles.shape[0]} particles")
-    history = {}
-    for key in history_keys:
-        values = contents.get(f"history.{key}")
-        if values is None or values.ndim != 1:
-            raise CheckpointError(f"{path!r}: missing or malformed history entry {key!r}")
-        history[key] = [int(v) for v in values] if key == "step" else [float(v) for v in values]
-    if len({len(v) for v in history.values()}) != 1:
-        raise CheckpointError(f"{path!r}: history columns have different lengths")
-
-    estimator.particles_ = particles
-    n_steps_done = int(_scalar(contents, "n_steps_done", path, "iu"))
-    if n_steps_done < 0:
-        raise CheckpointError(f"{path!r}: n_steps_done must be >= 0, got {n_steps_done}")
-    estimator.n_steps_done_ = n_steps_done
-    estimator.seed_ = int(_scalar(contents, "seed", path, "u"))
-    estimator.dual_coef_ = dual
-    estimator.coef_ = coef
-    estimator.n_features_in_ = n_features
-    estimator._y_one_d = one_d
-    estimator.history_ = history
-    if "feature_names_in" in contents:
-        estimator.feature_names_in_ = contents["feature_names_in"].astype(object)
-    restore = getattr(estimator, "_from_checkpoint", None)
-    if restore is None:
-        estimator.n_outputs_ = 1 if one_d else coef.shape[1]
-    else:
-        try:
-            restore(contents)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path!r}: invalid {expected_format} entries: {exc}") from exc
+    try:
+        estimator._set_checkpoint_state(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path!r}: {exc}") from exc
     return estimator

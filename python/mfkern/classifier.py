@@ -3,7 +3,7 @@
 The first layer is a cloud of N particles moved by noisy gradient steps, as in :class:`MeanFieldRegressor`;
 the second layer is always at its optimum for the logistic loss, i.e. kernel logistic regression with the
 intrinsic kernel of the particles, solved by Newton's method warm-started from the previous step
-(:func:`mfkern.losses.solve_second_layer`; PAPER.md section 8). The particle drift is the gradient of the
+(:func:`mfkern.losses.solve_second_layer`; docs/theory.md, section 9). The particle drift is the gradient of the
 first variation -(lam_a_bar/(2T)) ||a_mu(w)||^2 + (lam_w_bar/2) ||w||^2 with a_mu(w) = h(X; w)^T A,
 A = -(1/(n lam_a_bar)) l'(f(X), Y), computed by ``core.drift_given_dual``; a step is
 ``core.langevin_step_given_dual`` with the same counter-based noise (keyed by the seed and the step) as the

@@ -1,6 +1,6 @@
 """Low-level API: validated, thin wrappers over the compiled core.
 
-Conventions (PAPER.md): inputs X of shape (n, d); particles W of shape (N, d+1), one neuron per row,
+Conventions (docs/theory.md, sections 1-3): inputs X of shape (n, d); particles W of shape (N, d+1), one neuron per row,
 w_k = (u_k, b_k) and h(x; w) = act(u.x + b); targets Y of shape (n,) or (n, T). Everything is float64.
 The second layer is always at its kernel-ridge optimum for the current particles, with
 ridge = n * lam * lam_a. Every function checks its arguments and raises TypeError/ValueError naming the
@@ -292,7 +292,7 @@ def second_layer(K, Y, ridge, *, n_threads=None):
 
 def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None, n_threads=None, solver="auto",
               precision="float64"):
-    """The reduced objective and diagnostics at particles W (PAPER.md sections 2 and 4).
+    """The reduced objective and diagnostics at particles W (docs/theory.md, sections 2 and 7).
 
     Returns a dict: ``U`` = (lam*lam_a/(2T)) sum_i Y_i^T (K + ridge I)^{-1} Y_i, ``G`` = U +
     (lam*lam_w/2) mean_k ||w_k||^2, ``dof`` = tr[K (K + ridge I)^{-1}], ``condition`` = the (exact) 1-norm
@@ -320,16 +320,16 @@ def objective(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", block_size=None,
 def drift(W, X, Y, *, lam, lam_a, lam_w, activation="tanh", label_noise=None, block_size=None,
           cache_bytes=DEFAULT_CACHE_BYTES, n_threads=None, return_dual=False, solver="auto",
           precision="float64"):
-    """Gradient of the first variation at every particle, shape (N, d+1) (PAPER.md section 3).
+    """Gradient of the first variation at every particle, shape (N, d+1) (docs/theory.md, section 4).
 
     Equals N times the gradient of G(mu_W) in w_k. With `label_noise` an (n, T) (or (n,)) noise matrix E,
-    the drift of the label-noise functional G_E (PAPER.md section 5). Features are kept between the Gram
+    the drift of the label-noise functional G_E (docs/theory.md, section 6). Features are kept between the Gram
     and the drift pass when they fit in `cache_bytes` (default 0: recomputing them was faster in every
     measured case; a cache can pay off for costly activations on warm memory), and recomputed otherwise. With ``return_dual`` also
     returns the dual coefficients A = (K + ridge I)^{-1} Y and U.
 
     ``solver``: "dense" solves the n x n system K + ridge I by Cholesky (memory O(n^2)); "woodbury" solves
-    the N x N particle-space system (PAPER.md section 3; memory O(N^2), no n x n matrix); "auto" picks
+    the N x N particle-space system (docs/theory.md, section 8; memory O(N^2), no n x n matrix); "auto" picks
     woodbury when N < n. A computation that would not fit in the available memory raises
     MemoryLimitError before allocating.
 
@@ -414,7 +414,7 @@ def drift_given_dual(W, X, A, *, lam, lam_a, lam_w, B=None, activation="tanh", n
     grad_k = -(lam*lam_a/T) sum_i a_{k,i} J_k^T A_i + lam*lam_w w_k with a_k = H[:,k]^T A, and, with
     B = (K + ridge I)^{-1} E (label-noise procedure), the extra term +(lam*lam_a/T) sum_i b_{k,i} J_k^T B_i.
     For second layers solved elsewhere: any loss whose optimal second layer is a_mu(w) = h(X; w)^T A
-    (PAPER.md section 8: A = -l'(f(X), Y) / (n lam lam_a)), or a Gram reduced across processes.
+    (docs/theory.md, section 9: A = -l'(f(X), Y) / (n lam lam_a)), or a Gram reduced across processes.
     ``drift(W, X, Y, ...)`` equals ``drift_given_dual(W, X, second_layer(gram(W, X), Y, ridge), ...)``.
     """
     X = checked_inputs(X)
@@ -495,7 +495,7 @@ def label_noise(seed, step, n, tasks=1, level=1.0):
 
 
 def kernel_alignment(K, f):
-    """Kernel-target alignment f^T K f / (||f||^2 ||K||_F), in [0, 1] for a PSD K (PAPER.md section 4).
+    """Kernel-target alignment f^T K f / (||f||^2 ||K||_F), in [0, 1] for a PSD K (docs/theory.md, section 7).
 
     f of shape (n,) or (n, T); with several columns, the sum over columns of f_i^T K f_i divided by
     ||f||_F^2 ||K||_F (the alignment of K with F F^T measured the same way).

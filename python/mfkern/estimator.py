@@ -1,8 +1,8 @@
 """MeanFieldRegressor: a two-layer network trained by two-timescale mean-field Langevin dynamics.
 
-The first layer is a cloud of N particles w_k = (u_k, b_k) moved by noisy gradient steps (PAPER.md section 3);
+The first layer is a cloud of N particles w_k = (u_k, b_k) moved by noisy gradient steps (docs/theory.md, section 5);
 the second layer is always at its closed-form optimum, kernel ridge regression with the intrinsic kernel of
-the particles (PAPER.md section 2). The estimator follows scikit-learn conventions: parameters are stored
+the particles (docs/theory.md, section 3). The estimator follows scikit-learn conventions: parameters are stored
 unchanged in ``__init__`` and validated in ``fit``; fitted state ends with an underscore.
 
 Long runs are safe: Ctrl-C stops at the end of the current step and leaves a usable estimator, divergence
@@ -28,7 +28,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, RegressorMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from . import core
+from . import checkpoint, core
+from .checkpoint import CheckpointError
+from .checkpoint import scalar as checkpoint_scalar
 from .engine import ENGINE_SOLVERS, Engine, choose_solver
 from ._validation import (
     activation_name,
@@ -52,7 +54,7 @@ __all__ = ["MeanFieldRegressor", "DivergenceError", "HISTORY_KEYS"]
 #: Keys of ``MeanFieldRegressor.history_`` (a dict of equally long lists, one entry per logged step).
 HISTORY_KEYS = (
     "step",                 # number of Langevin steps done when the entry was logged (0 = initialisation)
-    "U",                    # data term of the reduced objective (PAPER.md section 2), clean labels
+    "U",                    # data term of the reduced objective (docs/theory.md, section 2), clean labels
     "G",                    # U + (lam*lam_w/2) mean_k ||w_k||^2
     "dof",                  # tr[K (K + ridge I)^{-1}]
     "kernel_alignment",     # alignment of the Gram with y (noisy labels included) or fit's alignment_target
@@ -505,6 +507,85 @@ class _MeanFieldBase(BaseEstimator):
         return core.network_output(self.particles_, coef, X, **self._core_kwargs())
 
     # ------------------------------------------------------------------ checkpoints
+    #: Entries every checkpoint state of an MFLD estimator has (see mfkern.checkpoint).
+    _checkpoint_required = ("particles", "n_steps_done", "seed", "dual_coef", "coef", "n_features_in", "y_one_d",
+                            "history")
+
+    def _checkpoint_state(self):
+        """The fitted state as a checkpoint state dict (entry name -> ndarray, or a dict of them).
+
+        Raises NotFittedError when the estimator is not fitted. To add a field, add an entry here and read it
+        with a default in :meth:`_set_checkpoint_state` (files written before lack it).
+        """
+        check_is_fitted(self, ("particles_", "coef_"))
+        state = {
+            "particles": np.asarray(self.particles_, dtype=np.float64),
+            "n_steps_done": np.array(self.n_steps_done_, dtype=np.int64),
+            "seed": np.array(self.seed_, dtype=np.uint64),
+            "dual_coef": np.asarray(self.dual_coef_, dtype=np.float64),
+            "coef": np.asarray(self.coef_, dtype=np.float64),
+            "n_features_in": np.array(self.n_features_in_, dtype=np.int64),
+            "y_one_d": np.array(bool(self._y_one_d)),
+            "history": {key: np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
+                        for key, values in self.history_.items()},
+        }
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            state["feature_names_in"] = np.asarray(names, dtype=str)
+        state.update(self._checkpoint_arrays())
+        return state
+
+    def _set_checkpoint_state(self, state):
+        """Make `state` (from :meth:`_checkpoint_state`, read back by mfkern.checkpoint) the fitted state.
+
+        Everything is validated before any attribute is set; CheckpointError says what is inconsistent.
+        """
+        missing = [key for key in self._checkpoint_required if key not in state]
+        if missing:
+            raise CheckpointError(f"missing entries {missing}")
+        particles = state["particles"]
+        n_features = int(checkpoint_scalar(state, "n_features_in", "iu"))
+        if not isinstance(particles, np.ndarray) or particles.dtype != np.float64 or particles.ndim != 2 \
+                or particles.shape[1] != n_features + 1 or particles.shape[0] < 1 or not np.isfinite(particles).all():
+            raise CheckpointError(f"particles must be a finite float64 array of shape (N, {n_features + 1}), "
+                                  f"got dtype {getattr(particles, 'dtype', None)} shape {np.shape(particles)}")
+        one_d = bool(checkpoint_scalar(state, "y_one_d", "b"))
+        coef, dual = state["coef"], state["dual_coef"]
+        want_ndim = 1 if one_d else 2
+        if not isinstance(coef, np.ndarray) or not isinstance(dual, np.ndarray) or coef.ndim != want_ndim or \
+                coef.shape[0] != particles.shape[0] or dual.ndim != want_ndim or \
+                (not one_d and dual.shape[1] != coef.shape[1]):
+            raise CheckpointError(f"coef {np.shape(coef)} and dual_coef {np.shape(dual)} do not match "
+                                  f"{particles.shape[0]} particles")
+        saved_history = state["history"] if isinstance(state["history"], dict) else {}
+        history = {}
+        for key in self._history_keys:
+            values = saved_history.get(key)
+            if not isinstance(values, np.ndarray) or values.ndim != 1:
+                raise CheckpointError(f"missing or malformed history entry {key!r}")
+            history[key] = [int(v) for v in values] if key == "step" else [float(v) for v in values]
+        if len({len(v) for v in history.values()}) != 1:
+            raise CheckpointError("history columns have different lengths")
+        n_steps_done = int(checkpoint_scalar(state, "n_steps_done", "iu"))
+        if n_steps_done < 0:
+            raise CheckpointError(f"n_steps_done must be >= 0, got {n_steps_done}")
+        seed = int(checkpoint_scalar(state, "seed", "u"))
+
+        self.particles_ = particles
+        self.n_steps_done_ = n_steps_done
+        self.seed_ = seed
+        self.dual_coef_ = dual
+        self.coef_ = coef
+        self.n_features_in_ = n_features
+        self._y_one_d = one_d
+        self.history_ = history
+        if "feature_names_in" in state:
+            self.feature_names_in_ = state["feature_names_in"].astype(object)
+        try:
+            self._from_checkpoint(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid {self._checkpoint_format} entries: {exc}") from exc
+
     def _checkpoint_arrays(self):
         """Checkpoint entries particular to this estimator class (name -> plain ndarray)."""
         return {}
@@ -515,16 +596,12 @@ class _MeanFieldBase(BaseEstimator):
 
     def save(self, path):
         """Write a portable checkpoint (npz, no pickled code) atomically to `path`; see mfkern.checkpoint."""
-        from .checkpoint import save
-
-        save(self, path)
+        checkpoint.save(self, path)
 
     @classmethod
     def load(cls, path):
         """Read a checkpoint written by :meth:`save`; never executes code from the file."""
-        from .checkpoint import load
-
-        return load(path, cls)
+        return checkpoint.load(path, cls)
 
 
 class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, _MeanFieldBase):
@@ -550,7 +627,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
     activation : {"tanh", "erf"}, default="tanh"
     label_noise : float, default=0.0
-        Level s of the label-noise procedure (PAPER.md section 5): each step fits the second layer to
+        Level s of the label-noise procedure (docs/theory.md, section 6): each step fits the second layer to
         Y + E, E ~ Uniform[-s, s], and scores with Y. 0 switches it off.
     random_state : int, RandomState, Generator or None, default=None
         Source of the uint64 seed ``seed_`` keying all randomness: an int is used as the seed; None draws one

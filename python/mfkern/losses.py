@@ -1,4 +1,4 @@
-"""Convex losses and the optimal second layer for them (PAPER.md section 8).
+"""Convex losses and the optimal second layer for them (docs/theory.md, section 9).
 
 For a convex, twice-differentiable loss l(z, y) and particles with intrinsic Gram K = H H^T / N, the optimal
 second layer of output i is a_i(w) = h(X; w)^T A_i, where the dual coefficients A_i (length n) minimise
@@ -11,14 +11,14 @@ for the logistic loss. Its optimality condition is the fixed point
 
     n lam_a_bar A_i + l'(K A_i, y_i) = 0 ,   i.e.  A_i = -(1/(n lam_a_bar)) l'(f_i, y_i),
 
-which is PAPER.md section 8's a_mu(w) = -(1/(n lam_a_bar)) sum_j l'(f(x_j), y_j) h(x_j; w); the condition makes
+which is docs/theory.md section 9's a_mu(w) = -(1/(n lam_a_bar)) sum_j l'(f(x_j), y_j) h(x_j; w); the condition makes
 sense (and is what is solved here) even when K is singular (N < n). The reduced data term is
 
     U = (1/T) sum_i min_{A_i} Psi_i(A_i) ,
 
 the average over the T outputs. For the squared loss l(z, y) = (z - y)^2 / 2 the minimiser is
 A = (K + n lam_a_bar I)^{-1} Y and U = (lam_a_bar/(2T)) sum_i Y_i^T (K + n lam_a_bar I)^{-1} Y_i, exactly
-PAPER.md section 2's U; with U, G = U + (lam_w_bar/2) mean_k ||w_k||^2 and the particle drift is
+docs/theory.md section 2's U; with U, G = U + (lam_w_bar/2) mean_k ||w_k||^2 and the particle drift is
 ``core.drift_given_dual(W, X, A, ...)`` (N times the gradient of G in w_k, by the envelope theorem).
 
 The solver is Newton's method on the fixed point, written with the symmetric, well-conditioned matrix
@@ -111,7 +111,7 @@ class LogisticLoss(Loss):
 
 
 class SquaredLoss(Loss):
-    """l(z, y) = (z - y)^2 / 2: the second layer is kernel ridge regression (PAPER.md section 2)."""
+    """l(z, y) = (z - y)^2 / 2: the second layer is kernel ridge regression (docs/theory.md, section 3)."""
 
     name = "squared"
 
@@ -348,7 +348,7 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
     """U = (1/T) sum_i [(1/n) sum_j l((K A_i)_j, y_ji) + (ridge/(2n)) A_i^T K A_i] at given A (any A).
 
     At the optimum (``solve_second_layer``) this is the data term of the reduced objective G; for the
-    squared loss it is PAPER.md section 2's U.
+    squared loss it is docs/theory.md section 2's U.
     """
     loss = get_loss(loss)
     K = _check_gram(K)

@@ -44,6 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import runner
 from ._validation import integer, seed_value
 
 __all__ = [
@@ -81,14 +82,13 @@ def derive_seed(base_seed, run_index, stream=MODEL_STREAM):
     The seed sequence is ``SeedSequence(base_seed, spawn_key=(run_index, stream))``, i.e. the child
     ``SeedSequence(base_seed).spawn(run_index + 1)[run_index].spawn(stream + 1)[stream]`` -- numpy's
     documented way to make independent streams -- reduced to 64 bits: two 32-bit words ``lo | hi << 32`` of
-    its state. It depends only on (base_seed, run_index, stream): not on
-    the other runs, the order runs finish in, the backend or the machine.
+    its state. This is :func:`mfkern.runner.derive_seed` with the key (run_index, stream). It depends only on
+    (base_seed, run_index, stream): not on the other runs, the order runs finish in, the backend or the
+    machine.
     """
-    base_seed = seed_value(base_seed, "base_seed")
     run_index = integer(run_index, "run_index", minimum=0)
     stream = integer(stream, "stream", minimum=0)
-    lo, hi = np.random.SeedSequence(base_seed, spawn_key=(run_index, stream)).generate_state(2, dtype=np.uint32)
-    return int(lo) | (int(hi) << 32)
+    return runner.derive_seed(base_seed, run_index, stream)
 
 
 def _json_value(value, name, finite=True):
@@ -257,7 +257,7 @@ def make_sweep(name, grid=None, *, base_seed, repeats=1, data=None, fixed=None, 
 def make_data(kind="single_index", n=200, n_test=200, d=5, noise=0.0, seed=0):
     """A synthetic regression problem: (X, y, X_test, y_test), inputs N(0, I_d / d)-scaled so u.x = O(1).
 
-    kind "single_index": y = tanh(2 sqrt(d) x_1) (a single relevant direction, PAPER.md section 7);
+    kind "single_index": y = tanh(2 sqrt(d) x_1) (a single relevant direction, docs/theory.md, section 11);
     "product": y = d x_1 x_2. Training targets get Gaussian noise of standard deviation `noise`.
     """
     n = integer(n, "n", minimum=1)
@@ -345,7 +345,7 @@ def read_results(path):
 
 def write_results(path, records):
     """Write `records` as a JSON-lines file atomically (temporary file, fsync, rename)."""
-    from .checkpoint import _fsync_directory
+    from .checkpoint import fsync_directory
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +356,7 @@ def write_results(path, records):
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(str(path.parent))
+    fsync_directory(str(path.parent))
 
 
 def _append(path, record):
@@ -432,11 +432,11 @@ def run_sweep(configs, function=fit_and_score, *, backend="serial", n_jobs=-1, e
     function : callable, default=fit_and_score
         A module-level function (workers unpickle it by name) returning a mapping of JSON values.
     backend : {"serial", "joblib", "futures", "dask"}
-        "joblib": ``joblib.Parallel(n_jobs)`` with loky worker processes; "futures": `executor`, any
+        "joblib": :func:`mfkern.runner.map_runs` (joblib's loky worker processes); "futures": `executor`, any
         ``concurrent.futures.Executor`` (use a spawn context for a ProcessPoolExecutor: the OpenMP runtime is
         not fork-safe); "dask": `client`, a ``dask.distributed.Client``.
     n_jobs : int, default=-1
-        Workers for joblib (-1: one per CPU).
+        Workers for the joblib backend (a positive number, or -1: one per CPU).
     out : path, optional
         Results file: finished runs are appended as they arrive (serial, futures, dask) or at the end
         (joblib), and with ``resume`` runs already recorded there are not run again.
@@ -465,9 +465,7 @@ def run_sweep(configs, function=fit_and_score, *, backend="serial", n_jobs=-1, e
         for config in todo:
             finished(execute_run(function, config))
     elif backend == "joblib":
-        from joblib import Parallel, delayed
-
-        for record in Parallel(n_jobs=n_jobs)(delayed(execute_run)(function, c) for c in todo):
+        for record in runner.map_runs(execute_run, [dict(function=function, config=c) for c in todo], n_jobs=n_jobs):
             done[record["key"]] = record
         if out is not None:
             for config in todo:

@@ -1,51 +1,21 @@
-"""Particle-sharded mean-field Langevin dynamics over MPI (mpi4py); the C++ core itself stays MPI-free.
+"""DistributedMeanFieldRegressor: MeanFieldRegressor with its particles sharded over the ranks of an MPI communicator.
 
-Each of the P ranks of a communicator holds a contiguous range of the N particles (rank r: the global
-indices :func:`shard_bounds` ``(N, P, r)``). One training step at particles W_t:
-
-1. every rank computes the partial Gram ``(1/N) H_r H_r^T`` of its particles (``core.gram`` times N_r/N);
-2. one ``Reduce`` (sum, in place on rank 0) of the n x n partial Grams (8 n^2 bytes per rank), and a tiny
-   one of a non-finite flag (plus, at logged steps, the few sums the diagnostics need);
-3. rank 0 solves ``A = (K + ridge I)^{-1} [Y | E_t]`` (one Cholesky, label noise E_t keyed by (seed, t)) and
-   broadcasts A (and B = (K + ridge I)^{-1} E_t) with a status word (8 n T bytes, 16 n T with label noise);
-4. every rank moves its particles with ``core.langevin_step_given_dual(..., first_index=its first global
-   index)``, so particle k gets the noise keyed by (seed, t, k) whatever P is.
-
-Why Reduce + Bcast of A instead of an Allreduce of K: MPI does not promise that an Allreduce gives the same
-bits on every rank (the summation order may differ per rank), and ranks with different A would drift
-apart. Solving once on rank 0 and broadcasting A makes every rank use the same bits, costs less network
-traffic than an Allreduce (a Reduce plus a small Bcast), and the solve (n^3/3 flops) is the same
-whichever rank does it.
-
-Tolerance. A P-rank run follows the single-process trajectory (``MeanFieldRegressor`` with the same
-parameters and ``random_state``) up to floating-point reduction order: the Gram is summed in a different
-order (relative change ~1e-16 per step), which the dynamics carry along. The tests check particles agree
-to 1e-10 relative over 300 steps at small sizes; in a contracting regime (moderate eta) the difference
-stays at the 1e-14 level, in a chaotic one it can grow over very long runs, like any change of summation
-order (thread count of the BLAS, another machine).
-
-Entry points: :class:`DistributedMeanFieldRegressor` (``comm=MPI.COMM_WORLD`` or any mpi4py
-intracommunicator; :class:`SingleProcess` runs the same code path without MPI), its ``save``/``load``
-(checkpoints are ordinary ``MeanFieldRegressor`` checkpoints: they hold all particles, so a run saved on P
-ranks resumes on any other P, or in a plain single process), and :func:`train_main`, the command line
-``mpirun -n P python -m mfkern.distributed --data train.npz --out model.npz ...``.
+The step, the Reduce of the partial Gram to rank 0, the solve there and the broadcast of the dual are
+described in the docstring of :mod:`mfkern.distributed`; the collective operations themselves are in
+:mod:`mfkern.distributed.collectives`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import sys
 import time
-import zlib
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import core
-from ._validation import integer
-from .estimator import (
+from .. import core
+from ..estimator import (
     _MAX_STEPS,
     HISTORY_KEYS,
     DivergenceError,
@@ -54,21 +24,9 @@ from .estimator import (
     _seed_from,
     _validate_data,
 )
+from .collectives import Collectives, checksum, initial_particles, partial_gram, shard_bounds, shard_counts
 
-__all__ = [
-    "INSTALL_HINT",
-    "SingleProcess",
-    "DistributedMeanFieldRegressor",
-    "require_mpi",
-    "shard_bounds",
-    "shard_counts",
-    "partial_gram",
-    "initial_particles",
-    "train_main",
-]
-
-#: How to get mpi4py and an MPI library with pip alone (no system MPI needed).
-INSTALL_HINT = 'pip install "mfkern[mpi]"'
+__all__ = ["DistributedMeanFieldRegressor"]
 
 # Status words rank 0 broadcasts with the second layer.
 _OK, _NOT_PD, _U_NOT_FINITE, _PARTICLES_NOT_FINITE = 0, 1, 2, 3
@@ -79,229 +37,8 @@ _CAUSES = {
 }
 # Diagnostics travelling in the broadcast packet (the others of HISTORY_KEYS are "step" and the wall time).
 _DIAG_KEYS = ("U", "G", "dof", "kernel_alignment", "train_mse", "val_mse", "parameter_alignment", "wall_time")
-_INIT_CHUNK = 2**20  # normals drawn at a time while streaming the initial particles
 
 
-def require_mpi():
-    """The ``mpi4py.MPI`` module, or an ImportError that says how to install it.
-
-    Raises
-    ------
-    ImportError
-        When mpi4py (or the MPI library it needs) cannot be imported; the message gives
-        :data:`INSTALL_HINT`.
-    """
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise ImportError(
-            "mfkern.distributed needs mpi4py for MPI runs, and it could not be imported "
-            f"({exc}). Install it with: {INSTALL_HINT}  (this brings mpi4py and a pip-installable Open MPI "
-            "with its mpirun; no system MPI is needed). To run the sharded code path in one process "
-            "without MPI, pass comm=mfkern.distributed.SingleProcess()."
-        ) from exc
-    return MPI
-
-
-class SingleProcess:
-    """A communicator of one process, for running the sharded code path without MPI (no mpi4py needed).
-
-    Only ``Get_rank`` and ``Get_size`` are provided; collective operations on one process are no-ops.
-    """
-
-    def Get_rank(self):  # noqa: N802 - mpi4py's spelling
-        """Always 0."""
-        return 0
-
-    def Get_size(self):  # noqa: N802 - mpi4py's spelling
-        """Always 1."""
-        return 1
-
-    def __repr__(self):
-        return "SingleProcess()"
-
-
-def _communicator(comm):
-    """The communicator to use: None -> mpi4py's COMM_WORLD (ImportError with a hint when missing)."""
-    if comm is None:
-        return require_mpi().COMM_WORLD
-    if isinstance(comm, SingleProcess):
-        return comm
-    if not (callable(getattr(comm, "Get_rank", None)) and callable(getattr(comm, "Get_size", None))
-            and callable(getattr(comm, "Reduce", None))):
-        raise TypeError("comm must be None (MPI.COMM_WORLD), an mpi4py intracommunicator or "
-                        f"mfkern.distributed.SingleProcess(), got {type(comm).__name__}")
-    return comm
-
-
-class _Collectives:
-    """The few collective operations the trainer needs, over mpi4py buffers (no pickling of big arrays).
-
-    With one process (SingleProcess or an MPI communicator of size 1) every operation is a local no-op.
-    """
-
-    def __init__(self, comm):
-        self.comm = _communicator(comm)
-        self.rank = int(self.comm.Get_rank())
-        self.size = int(self.comm.Get_size())
-        self.mpi = None if isinstance(self.comm, SingleProcess) else require_mpi()
-
-    @property
-    def local(self):
-        return self.size == 1
-
-    def sum_to_root(self, buf, root=0):
-        """Elementwise sum of the float64 arrays `buf` of all ranks, into `buf` itself on `root` (in place: no
-        second n x n buffer); returns it on `root`, None elsewhere."""
-        if self.local:
-            return buf
-        if self.rank == root:
-            self.comm.Reduce(self.mpi.IN_PLACE, buf, op=self.mpi.SUM, root=root)
-            return buf
-        self.comm.Reduce(buf, None, op=self.mpi.SUM, root=root)
-        return None
-
-    def bcast_array(self, buf, root=0):
-        """Broadcast a float64 buffer in place from `root`."""
-        if not self.local:
-            self.comm.Bcast(buf, root=root)
-        return buf
-
-    def sum_all(self, send, root=0):
-        """Elementwise sum over ranks with the same bits on every rank (Reduce to root, then Bcast)."""
-        out = np.array(send, dtype=np.float64, order="C")  # a copy: the reduction writes into it on root
-        if self.local:
-            return out
-        self.sum_to_root(out, root)
-        return self.bcast_array(out, root)
-
-    def bcast(self, obj, root=0):
-        """Broadcast a small picklable object from `root`."""
-        return obj if self.local else self.comm.bcast(obj, root=root)
-
-    def any(self, flag):
-        """True on every rank when `flag` is true on some rank."""
-        if self.local:
-            return bool(flag)
-        return bool(self.comm.allreduce(int(bool(flag)), op=self.mpi.MAX))
-
-    def _layout(self, counts, width):
-        elements = np.asarray(counts, dtype=np.int64) * width
-        displacements = np.concatenate([[0], np.cumsum(elements)[:-1]])
-        return elements, displacements
-
-    def gather_rows(self, local, counts, root=0):
-        """Concatenate the rows of every rank's `local` (float64, rank order) on `root`; None elsewhere."""
-        local = np.ascontiguousarray(local, dtype=np.float64)
-        if self.local:
-            return local
-        width = local.shape[1]
-        full = np.empty((int(sum(counts)), width)) if self.rank == root else None
-        elements, displacements = self._layout(counts, width)
-        recv = [full, elements, displacements, self.mpi.DOUBLE] if self.rank == root else None
-        self.comm.Gatherv(local, recv, root=root)
-        return full
-
-    def allgather_rows(self, local, counts):
-        """Concatenate the rows of every rank's `local` on every rank."""
-        local = np.ascontiguousarray(local, dtype=np.float64)
-        if self.local:
-            return local
-        width = local.shape[1]
-        full = np.empty((int(sum(counts)), width))
-        elements, displacements = self._layout(counts, width)
-        self.comm.Allgatherv(local, [full, elements, displacements, self.mpi.DOUBLE])
-        return full
-
-    def scatter_rows(self, full, counts, width, root=0):
-        """Rows of `full` (given on `root` only) split by `counts`: this rank's block."""
-        if self.local:
-            return np.ascontiguousarray(full, dtype=np.float64)
-        local = np.empty((int(counts[self.rank]), width))
-        send = None
-        if self.rank == root:
-            full = np.ascontiguousarray(full, dtype=np.float64)
-            elements, displacements = self._layout(counts, width)
-            send = [full, elements, displacements, self.mpi.DOUBLE]
-        self.comm.Scatterv(send, local, root=root)
-        return local
-
-
-# ---------------------------------------------------------------------------------------------- sharding
-def shard_counts(n_items, n_shards):
-    """Sizes of `n_shards` contiguous, balanced shards of `n_items` (the first n_items % n_shards get one
-    more)."""
-    n_items = integer(n_items, "n_items", minimum=0)
-    n_shards = integer(n_shards, "n_shards", minimum=1)
-    base, extra = divmod(n_items, n_shards)
-    return [base + (1 if r < extra else 0) for r in range(n_shards)]
-
-
-def shard_bounds(n_items, n_shards, shard):
-    """Global index range [start, stop) of shard `shard` of `n_items` split in `n_shards` contiguous parts.
-
-    Returns
-    -------
-    (int, int)
-    """
-    counts = shard_counts(n_items, n_shards)
-    shard = integer(shard, "shard", minimum=0, maximum=n_shards - 1)
-    start = sum(counts[:shard])
-    return start, start + counts[shard]
-
-
-def partial_gram(W_shard, X, n_particles, X2=None, activation="tanh", *, block_size=None, n_threads=None):
-    """One shard's share (1/N) H_shard(X) H_shard(X2)^T of the Gram of all N = `n_particles` particles.
-
-    The sum over shards of ``partial_gram`` is ``core.gram`` of all particles (up to rounding): core.gram
-    divides by the shard's own N_shard, so the result is rescaled by N_shard / N.
-    """
-    n_particles = integer(n_particles, "n_particles", minimum=1)
-    K = core.gram(W_shard, X, X2, activation, block_size=block_size, n_threads=n_threads)
-    if W_shard.shape[0] != n_particles:
-        K *= W_shard.shape[0] / n_particles
-    return K
-
-
-def initial_particles(seed, n_particles, n_features, lam_w, start=0, stop=None):
-    """Rows [start, stop) of ``default_rng(seed).standard_normal((N, d+1)) / sqrt(lam_w)``.
-
-    These are the initial particles of ``MeanFieldRegressor`` (bit for bit), drawn by streaming the
-    generator in chunks so a rank never holds more than its own rows plus one chunk: O(stop * (d+1))
-    time (the generator cannot skip ahead), O((stop - start) * (d+1)) memory.
-    """
-    stop = n_particles if stop is None else stop
-    width = n_features + 1
-    first, last = start * width, stop * width
-    rng = np.random.default_rng(seed)
-    out = np.empty(last - first)
-    position = 0
-    while position < last:
-        take = min(_INIT_CHUNK, last - position)
-        values = rng.standard_normal(take)
-        lo, hi = max(position, first), min(position + take, last)
-        if lo < hi:
-            out[lo - first:hi - first] = values[lo - position:hi - position]
-        position += take
-    W = out.reshape(stop - start, width)
-    W /= math.sqrt(lam_w)
-    return W
-
-
-def _checksum(*arrays, text=""):
-    """A CRC32 of arrays and text, to check that every rank was given the same data and parameters."""
-    crc = zlib.crc32(text.encode())
-    for arr in arrays:
-        if arr is None:
-            crc = zlib.crc32(b"none", crc)
-        else:
-            arr = np.ascontiguousarray(arr)
-            crc = zlib.crc32(repr((arr.shape, arr.dtype.str)).encode(), crc)
-            crc = zlib.crc32(arr.view(np.uint8).reshape(-1), crc)
-    return crc
-
-
-# ---------------------------------------------------------------------------------------------- estimator
 class DistributedMeanFieldRegressor(MeanFieldRegressor):
     """MeanFieldRegressor with its particles sharded over the ranks of an MPI communicator.
 
@@ -363,7 +100,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         return int(sum(self.particle_counts_))
 
     def _collectives(self):
-        return _Collectives(self.comm)
+        return Collectives(self.comm)
 
     def _check_X(self, X, name="X"):
         check_is_fitted(self, ("local_particles_", "local_coef_"))
@@ -419,7 +156,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         # Every rank must run the same problem: compare a checksum of data and parameters with rank 0's.
         settings = json.dumps({k: v for k, v in p.items() if k not in ("callbacks", "verbose", "n_threads")},
                               sort_keys=True)
-        mine = _checksum(X, Y, X_val, Y_val, direction, text=f"{settings}|{continuing}|{start}")
+        mine = checksum(X, Y, X_val, Y_val, direction, text=f"{settings}|{continuing}|{start}")
         if net.any(net.bcast(mine) != mine):
             raise ValueError("X, y, the validation data or the parameters differ between MPI ranks; every rank "
                              "must call fit with the same data and parameters")
@@ -534,7 +271,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             packet[0] = _PARTICLES_NOT_FINITE
             return
         rhs = Y
-        if noisy:  # one Cholesky for both: A = S Y and B = S E_t (PAPER.md section 5)
+        if noisy:  # one Cholesky for both: A = S Y and B = S E_t (docs/theory.md, section 6)
             E = core.label_noise(run["seed"], t, n, T, run["label_noise"])
             rhs = np.hstack([Y, E])
         try:
@@ -702,7 +439,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         ``MeanFieldRegressor.load`` reads it; :meth:`load` reads it back sharded over any number of ranks.
         When writing fails on `root`, every rank raises.
         """
-        from .checkpoint import save
+        from ..checkpoint import save
 
         net = self._collectives()
         estimator = self.to_estimator(root)
@@ -722,9 +459,9 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
     def load(cls, path, comm=None, root=0):
         """Read a checkpoint (from ``save`` here or ``MeanFieldRegressor.save``) on `root` and shard it over
         ``comm``. Collective; only `root` reads the file (no shared file system needed)."""
-        from .checkpoint import load
+        from ..checkpoint import load
 
-        net = _Collectives(comm)
+        net = Collectives(comm)
         estimator, error = None, None
         if net.rank == root:
             try:
@@ -742,7 +479,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
     def from_estimator(cls, estimator, comm=None, root=0):
         """A DistributedMeanFieldRegressor sharded over ``comm`` from a fitted MeanFieldRegressor given on
         `root` (the other ranks pass None). Collective."""
-        net = _Collectives(comm)
+        net = Collectives(comm)
         header = None
         if net.rank == root:
             check_is_fitted(estimator, ("particles_", "coef_"))
@@ -785,149 +522,3 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             model.feature_names_in_ = header["feature_names_in"]
         return model
 
-
-# ---------------------------------------------------------------------------------------------- command line
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m mfkern.distributed",
-        description="Train a MeanFieldRegressor with its particles sharded over MPI ranks "
-                    "(run under mpirun -n P). Rank 0 reads the data and writes the checkpoint.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", help="training data: an .npz holding arrays --x-key and --y-key, or an .npy of X "
-                                     "(then give --targets)")
-    data.add_argument("--targets", help="an .npy of y, when --data is an .npy of X")
-    data.add_argument("--x-key", default="X", help="name of X in an .npz (default: X)")
-    data.add_argument("--y-key", default="y", help="name of y in an .npz (default: y)")
-    data.add_argument("--val", help="validation data: an .npz with the same keys (scored at logged steps)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True, help="checkpoint written by rank 0 (an .npz, atomically)")
-    out.add_argument("--resume", help="continue from this checkpoint (any rank count); adds --n-steps steps")
-    out.add_argument("--checkpoint-every", type=int, default=0,
-                     help="also write --out every this many steps (0: only at the end)")
-    model = parser.add_argument_group("model (defaults: MeanFieldRegressor's; fixed by the checkpoint on --resume)")
-    model.add_argument("--n-particles", type=int)
-    model.add_argument("--lam", type=float)
-    model.add_argument("--lam-a", type=float)
-    model.add_argument("--lam-w", type=float)
-    model.add_argument("--eta", type=float)
-    model.add_argument("--activation", choices=("tanh", "erf"))
-    model.add_argument("--label-noise", type=float)
-    model.add_argument("--seed", type=int, help="random_state (default: fresh entropy, recorded in the checkpoint)")
-    model.add_argument("--block-size", type=int)
-    run = parser.add_argument_group("run")
-    steps = run.add_mutually_exclusive_group()
-    steps.add_argument("--n-steps", type=int, help="steps to do (added to a resumed run; default 1000)")
-    steps.add_argument("--total-steps", type=int,
-                       help="train until this many steps are done in all (a resumed run does only the rest; "
-                            "for job scripts that may be restarted)")
-    run.add_argument("--log-every", type=int, default=100)
-    run.add_argument("--n-threads", type=int, help="core threads per rank (default: OpenMP's default)")
-    run.add_argument("--serial", action="store_true", help="run in this process without MPI (no mpi4py needed)")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    return parser
-
-
-_MODEL_OPTIONS = {"n_particles": "n_particles", "lam": "lam", "lam_a": "lam_a", "lam_w": "lam_w", "eta": "eta",
-                  "activation": "activation", "label_noise": "label_noise", "seed": "random_state",
-                  "block_size": "block_size"}
-
-
-def _read_arrays(path, keys):
-    """Arrays `keys` from an .npz at `path` (nothing unpickled); ValueError naming what is wrong."""
-    data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} must be an .npz holding {', '.join(keys)} (got a single .npy array)")
-    with data:
-        missing = [k for k in keys if k not in data.files]
-        if missing:
-            raise ValueError(f"{path} has no array(s) {missing} (it has {data.files}); see --x-key/--y-key")
-        return [data[k] for k in keys]
-
-
-def _load_data(args):
-    """(X, y, X_val, y_val) read on the calling rank; ValueError/OSError on bad files."""
-    if args.data.endswith(".npy"):
-        if args.targets is None:
-            raise ValueError("--data is an .npy of X: give y with --targets")
-        X, y = np.load(args.data, allow_pickle=False), np.load(args.targets, allow_pickle=False)
-    else:
-        X, y = _read_arrays(args.data, (args.x_key, args.y_key))
-    X_val = y_val = None
-    if args.val is not None:
-        X_val, y_val = _read_arrays(args.val, (args.x_key, args.y_key))
-    return X, y, X_val, y_val
-
-
-def train_main(argv=None):
-    """Command line: train (or resume) a sharded MFLD run and write a checkpoint. Collective under mpirun.
-
-    ``mpirun -n P python -m mfkern.distributed --data train.npz --out model.npz --n-particles 100000
-    --n-steps 5000 --seed 0``; ``--resume model.npz`` continues on any number of ranks. Rank 0 reads the
-    data and broadcasts it, and writes the checkpoint. Returns the exit status (0).
-    """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.checkpoint_every < 0:
-        parser.error("--checkpoint-every must be >= 0")
-    if (args.n_steps or 0) < 0 or (args.total_steps or 0) < 0:
-        parser.error("--n-steps and --total-steps must be >= 0")
-    comm = SingleProcess() if args.serial else _communicator(None)
-    net = _Collectives(comm)
-    if args.data is None:
-        parser.error("--data is required")
-    # Rank 0 reads the data and broadcasts it, or its error, so that every rank exits the same way (a rank
-    # exiting alone would leave the others waiting in a collective).
-    data = None
-    if net.rank == 0:
-        try:
-            data = _load_data(args)
-        except (OSError, ValueError) as exc:
-            data = f"cannot read the data: {exc}"
-    data = net.bcast(data)
-    if isinstance(data, str):
-        parser.error(data)
-    X, y, X_val, y_val = data
-    explicit = {name: getattr(args, option) for option, name in _MODEL_OPTIONS.items()
-                if getattr(args, option) is not None}
-    if args.resume:
-        model = DistributedMeanFieldRegressor.load(args.resume, comm=comm)
-        fixed = model.get_params(deep=False)
-        changed = {k: v for k, v in explicit.items() if k != "random_state" and fixed[k] != v}
-        if changed:
-            parser.error(f"--resume continues the checkpoint's run: cannot change {sorted(changed)}")
-        model.set_params(warm_start=True)
-    else:
-        model = DistributedMeanFieldRegressor(comm=comm, **explicit)
-    model.set_params(log_every=args.log_every, n_threads=args.n_threads, verbose=0 if args.quiet else 1)
-    done = getattr(model, "n_steps_done_", 0)
-    if args.total_steps is not None:
-        remaining = max(args.total_steps - done, 0)
-    else:
-        remaining = 1000 if args.n_steps is None else args.n_steps
-    chunk = args.checkpoint_every or max(remaining, 1)
-    started = time.perf_counter()
-    if args.resume and remaining == 0:  # a restarted job whose run is already complete
-        model.save(args.out)
-    while not (args.resume and remaining == 0):
-        steps = min(chunk, remaining)
-        model.set_params(n_steps=steps)
-        model.fit(X, y, X_val=X_val, y_val=y_val)
-        model.set_params(warm_start=True)
-        remaining -= steps
-        model.save(args.out)
-        if remaining <= 0:
-            break
-    if net.rank == 0:
-        last = {key: values[-1] for key, values in model.history_.items()}
-        print(json.dumps({"ranks": net.size, "n_particles": sum(model.particle_counts_),
-                          "n_steps_done": model.n_steps_done_, "seed": model.seed_, "U": last["U"],
-                          "train_mse": last["train_mse"], "val_mse": last["val_mse"],
-                          "seconds": round(time.perf_counter() - started, 3), "checkpoint": os.fspath(args.out)}),
-              flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    from mfkern.distributed import train_main as _main  # the package's module, not a second copy
-
-    sys.exit(_main())
