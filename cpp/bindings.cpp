@@ -403,6 +403,15 @@ PYBIND11_MODULE(_core, m) {
             const blas::Session session;
             e.set_particles(w.data(), step);
         }, py::arg("w").noconvert(), py::arg("step"))
+        .def("set_reducer", [](Engine& e, const py::object& reduce, long total_particles) {
+            // reduce(buffer) sums a float64 array in place over the shards (called with the GIL, from run
+            // and diagnostics); the engine keeps a reference to it.
+            e.set_reducer([reduce](double* data, long count) {
+                py::gil_scoped_acquire acquire;
+                py::array_t<double> view({count}, {static_cast<long>(sizeof(double))}, data, py::none());
+                reduce(view);
+            }, total_particles);
+        }, py::arg("reduce"), py::arg("total_particles"))
         .def("set_alignment_target", [](Engine& e, const Array& target) {
             if (target.shape(0) != e.n()) throw std::invalid_argument("alignment target must have n rows");
             e.set_alignment_target(target.data(), target.shape(1));

@@ -100,7 +100,8 @@ Engine::Engine(const double* x_rows, long n, long d, const double* y_rows, long 
                double label_noise_level, const EngineOptions& options)
     : n_(n), N_(n_particles), dim_(d + 1), T_(n_tasks), hyper_(hyper), act_(act), eta_(eta),
       level_(label_noise_level), seed_(seed), step_(step), opt_(options),
-      w_(w_rows, w_rows + n_particles * (d + 1)), w_next_(w_.size()), a_(static_cast<std::size_t>(n * n_tasks), 0.0) {
+      w_(w_rows, w_rows + n_particles * (d + 1)), w_next_(w_.size()), a_(static_cast<std::size_t>(n * n_tasks), 0.0),
+      total_particles_(n_particles) {
     if (opt_.second_layer == SecondLayer::Pcg && opt_.single_precision)
         throw std::invalid_argument("the conjugate-gradient second layer runs in double precision only");
     const bool stored = opt_.second_layer != SecondLayer::Woodbury;
@@ -122,6 +123,17 @@ Engine::Engine(const double* x_rows, long n, long d, const double* y_rows, long 
     }
     const double nd = double(n), Nd = double(N_);
     s.factor_cost = 0.5 * nd * nd * Nd + 0.5 * nd * nd * nd;
+}
+
+void Engine::set_reducer(Reducer reduce, long total_particles) {
+    if (opt_.second_layer == SecondLayer::Woodbury)
+        throw std::invalid_argument("the Woodbury solver cannot be sharded: its system is over the particles");
+    if (total_particles < N_) throw std::invalid_argument("total_particles must be at least this shard's count");
+    reduce_ = std::move(reduce);
+    total_particles_ = total_particles;
+    // Costs are in terms of the whole problem, so every shard takes the same refactorisation decisions.
+    const double nd = double(n_), Nd = double(total_particles_);
+    impl_->factor_cost = 0.5 * nd * nd * Nd + 0.5 * nd * nd * nd;
 }
 
 Engine::~Engine() = default;
@@ -172,7 +184,7 @@ struct Work {
 // partial sums are added in order, so the result does not depend on the thread count.
 // partial: kProductGroups * n * m scratch; u: N x m scratch.
 void kernel_product(const double* h, const Work& w, double ridge, const double* v, double* u, double* partial,
-                    double* out) {
+                    double* out, const Reducer& reduce, double scale) {
     const long n = w.n, N = w.N, m = w.m;
     const long tile = product_tile(n), tiles = (N + tile - 1) / tile, groups = std::min(kProductGroups, tiles);
 #pragma omp parallel for schedule(static, 1) num_threads(w.threads) if (groups > 1)
@@ -187,12 +199,10 @@ void kernel_product(const double* h, const Work& w, double ridge, const double* 
             }
         }
     }
-    const double scale = 1.0 / double(N);
-    for (long i = 0; i < n * m; ++i) {
-        double total = partial[i];
-        for (long g = 1; g < groups; ++g) total += partial[g * n * m + i];
-        out[i] = scale * total + ridge * v[i];
-    }
+    for (long i = 0; i < n * m; ++i)
+        for (long g = 1; g < groups; ++g) partial[i] += partial[g * n * m + i];
+    if (reduce) reduce(partial, n * m);  // the n x m sums of the other shards' particles
+    for (long i = 0; i < n * m; ++i) out[i] = scale * partial[i] + ridge * v[i];
 }
 
 // out = P v, P a full symmetric n x n matrix (double).
@@ -227,6 +237,11 @@ void Engine::gram_into_factor() {
         gram_symmetric<double>(s.parts, s.x, act_, opt_.block_size, &s.cache_d, s.factor.data(), opt_.n_threads);
     s.features_step = step_;
     s.factor_step = -1;
+    if (reduce_) {  // the shard's Gram averages over its own particles: weight it, then sum the shards
+        const double weight = double(N_) / double(total_particles_);
+        for (auto& v : s.factor) v *= weight;
+        reduce_(s.factor.data(), n_ * n_);
+    }
 }
 
 void Engine::cholesky_factor() {
@@ -319,7 +334,7 @@ bool Engine::conjugate_gradients(long m) {
         else preconditioner_product(s.inverse.data(), w, v, out);
     };
     auto residual = [&]() {  // r = b - (K + rI) x
-        kernel_product(h, w, ridge, x.data(), u, s.partial.data(), q);
+        kernel_product(h, w, ridge, x.data(), u, s.partial.data(), q, reduce_, 1.0 / double(total_particles_));
         for (long i = 0; i < n * m; ++i) r[i] = b[i] - q[i];
     };
     std::vector<double> target(m), rz(m);
@@ -346,7 +361,7 @@ bool Engine::conjugate_gradients(long m) {
     if (!converged) refresh(true);
     while (!converged) {
         if (iterations >= opt_.max_iterations) break;
-        kernel_product(h, w, ridge, p, u, s.partial.data(), q);
+        kernel_product(h, w, ridge, p, u, s.partial.data(), q, reduce_, 1.0 / double(total_particles_));
         ++products;
         ++iterations;
         remaining = 0;
@@ -390,7 +405,7 @@ bool Engine::conjugate_gradients(long m) {
     std::copy(x.begin(), x.end(), s.rhs.begin());
     // The refactorisation rule: refactor once this solve cost more than the average cost per step since
     // the last factorisation (that factorisation included).
-    const double nd = double(n), Nd = double(N_);
+    const double nd = double(n), Nd = double(total_particles_);
     const double cost = kVectorWeight * double(m) * (double(products) * 2.0 * nd * Nd + double(iterations + 1) * nd * nd);
     ++s.steps_since_factor;
     s.cost_since_factor += cost;
@@ -451,8 +466,11 @@ RunResult Engine::run(long k, const std::function<bool()>& stop_requested) {
         }
         add_step_noise(s.parts, eta_, hyper_.lam, seed_, t, opt_.first_index, w_next_.data(), threads);
         const long count = N_ * dim_;
-        if (!all_finite(w_next_.data(), count) ||
-            !std::isfinite(0.5 * hyper_.lam_w_bar() * sum_squares(w_next_.data(), count) / double(N_))) {
+        double bad = (!all_finite(w_next_.data(), count) ||
+                      !std::isfinite(0.5 * hyper_.lam_w_bar() * sum_squares(w_next_.data(), count) / double(N_)))
+                         ? 1.0 : 0.0;
+        if (reduce_) reduce_(&bad, 1);  // every shard stops at the same step
+        if (bad > 0.0) {
             result.status = RunStatus::NonFinite;
             result.message = "the particles became non-finite";
             return result;
@@ -471,7 +489,9 @@ EngineDiagnostics Engine::diagnostics() {
     const long n = n_, T = T_;
     const double ridge = hyper_.ridge(n);
     EngineDiagnostics d{};
-    const double mean_sq = sum_squares(w_.data(), N_ * dim_) / double(N_);
+    double sum_sq = sum_squares(w_.data(), N_ * dim_);
+    if (reduce_) reduce_(&sum_sq, 1);
+    const double mean_sq = sum_sq / double(total_particles_);
     if (opt_.second_layer == SecondLayer::Woodbury) {
         std::vector<double> y_rows(static_cast<std::size_t>(n * T)), a_rows(y_rows.size());
         for (long j = 0; j < n; ++j)

@@ -44,6 +44,10 @@ struct EngineOptions {
     long first_index = 0;           // global index of the first particle (the noise is keyed by it)
 };
 
+// Sums a buffer elementwise over the processes that share the particles, in place, with the same bits on
+// every process (for particles sharded over MPI ranks; the core itself knows nothing of MPI).
+using Reducer = std::function<void(double* data, long count)>;
+
 enum class RunStatus { Completed, Stopped, NonFinite, NotPositiveDefinite };
 
 struct RunResult {
@@ -94,6 +98,11 @@ class Engine {
     const double* particles() const { return w_.data(); }  // row-major N x dim
     // Replace the particles (row-major N x dim) and the step counter; the second layer's state is reset.
     void set_particles(const double* w_rows, std::uint32_t step);
+    // Shard this engine's particles: the intrinsic kernel averages over total_particles, of which this
+    // engine holds N; every sum over particles (the Gram, K v, ||w||^2, the finiteness of a step) goes
+    // through `reduce`, so every process holds the same second layer and takes the same decisions.
+    // Not with the Woodbury solver. Call before the first step.
+    void set_reducer(Reducer reduce, long total_particles);
     // What diagnostics() measures the kernel alignment against (row-major n x cols); default: the targets.
     void set_alignment_target(const double* rows, long cols);
     // After a step that failed at its solve (the dual of the previous particles is still held): return to
@@ -126,6 +135,8 @@ class Engine {
     EngineOptions opt_;
     std::vector<double> w_, w_next_, a_;
     long a_step_ = -1;
+    Reducer reduce_;
+    long total_particles_;
     double last_u_ = 0.0;
     SolverStats stats_;
 };

@@ -195,6 +195,16 @@ class Engine:
             raise ValueError("particles must be finite")
         self._engine.set_particles(W, step_value(step))
 
+    def shard(self, reduce, total_particles):
+        """Make this engine one shard of `total_particles` particles (for MPI): ``reduce(buffer)`` must sum
+        a float64 array in place over all shards with the same bits on every shard; the Gram, the products
+        K v, the sum of ||w||^2 and each step's finiteness go through it, so all shards hold the same second
+        layer and stop at the same step. Call it on every shard before the first step; not with woodbury."""
+        if not callable(reduce):
+            raise TypeError(f"reduce must be callable, got {type(reduce).__name__}")
+        total = integer(total_particles, "total_particles", minimum=self.n_particles)
+        self._engine.set_reducer(reduce, total)
+
     def roll_back(self):
         """Return to the previous step's particles when the last step failed at its solve (the dual of
         those particles is known); returns whether it did."""

@@ -15,15 +15,16 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .. import core
+from .._validation import as_targets
 from ..estimator import (
     _MAX_STEPS,
     HISTORY_KEYS,
     DivergenceError,
     MeanFieldRegressor,
-    _particles_finite,
     _seed_from,
     _validate_data,
 )
+from ..engine import CG_MIN_SAMPLES, Engine
 from .collectives import Collectives, checksum, initial_particles, partial_gram, shard_bounds, shard_counts
 
 __all__ = ["DistributedMeanFieldRegressor"]
@@ -35,8 +36,6 @@ _CAUSES = {
     _U_NOT_FINITE: "the objective U is not finite",
     _PARTICLES_NOT_FINITE: "the particles became non-finite",
 }
-# Diagnostics travelling in the broadcast packet (the others of HISTORY_KEYS are "step" and the wall time).
-_DIAG_KEYS = ("U", "G", "dof", "kernel_alignment", "train_mse", "val_mse", "parameter_alignment", "wall_time")
 
 
 class DistributedMeanFieldRegressor(MeanFieldRegressor):
@@ -87,11 +86,11 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
     def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
                  verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
-                 precision="float64", comm=None):
+                 precision="float64", tol=1e-10, comm=None):
         super().__init__(n_particles=n_particles, lam=lam, lam_a=lam_a, lam_w=lam_w, eta=eta, n_steps=n_steps,
                          activation=activation, label_noise=label_noise, random_state=random_state,
                          n_threads=n_threads, log_every=log_every, verbose=verbose, warm_start=warm_start,
-                         callbacks=callbacks, block_size=block_size, solver=solver, precision=precision)
+                         callbacks=callbacks, block_size=block_size, solver=solver, precision=precision, tol=tol)
         self.comm = comm
 
     # ------------------------------------------------------------------ plumbing
@@ -115,7 +114,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         return self.local_coef_.reshape(self.local_coef_.shape[0], -1)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None):
+    def fit(self, X, y, *, X_val=None, y_val=None, target_direction=None, alignment_target=None):
         """Train by ``n_steps`` mean-field Langevin steps with the particles sharded over ``comm``.
 
         Collective. Parameters and exceptions as in :meth:`mfkern.MeanFieldRegressor.fit`; X, y, the
@@ -136,6 +135,9 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         continuing = bool(self.warm_start) and hasattr(self, "local_particles_")
         X, Y, one_d, X_val, Y_val, direction = self._fit_data(X, y, X_val, y_val, target_direction, continuing)
         n, d = X.shape
+        target = None
+        if alignment_target is not None:
+            target, _ = as_targets(alignment_target, "alignment_target", n)
         counts = shard_counts(N, net.size)
         start_index, stop_index = shard_bounds(N, net.size, net.rank)
         if continuing:
@@ -156,7 +158,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         # Every rank must run the same problem: compare a checksum of data and parameters with rank 0's.
         settings = json.dumps({k: v for k, v in p.items() if k not in ("callbacks", "verbose", "n_threads")},
                               sort_keys=True)
-        mine = checksum(X, Y, X_val, Y_val, direction, text=f"{settings}|{continuing}|{start}")
+        mine = checksum(X, Y, X_val, Y_val, direction, target, text=f"{settings}|{continuing}|{start}")
         if net.any(net.bcast(mine) != mine):
             raise ValueError("X, y, the validation data or the parameters differ between MPI ranks; every rank "
                              "must call fit with the same data and parameters")
@@ -172,7 +174,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
 
         core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = dict(p, X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
-                   one_d=one_d, seed=seed, start=start, last=start + p["n_steps"], counts=counts,
+                   one_d=one_d, seed=seed, alignment_target=target, start=start, last=start + p["n_steps"], counts=counts,
                    first_index=start_index, net=net, fresh=not continuing, t0=time.perf_counter(),
                    wall_offset=(self.history_["wall_time"][-1] if continuing and self.history_["wall_time"]
                                 else 0.0))
@@ -182,6 +184,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             W = initial_particles(seed, N, d, p["lam_w"], start_index, stop_index)
         with core.thread_limits(p["n_threads"]):
             self._train(W, run)
+        self.alignment_target_ = "y" if target is None else "alignment_target"
         return self
 
     def _is_log_step(self, t, run):
@@ -189,120 +192,90 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             return run["fresh"] or t == run["last"]
         return t % run["log_every"] == 0 or t == run["last"]
 
-    def _train(self, W, run):
-        """The step loop; one Reduce and one Bcast per step (see the module docstring)."""
+    def _engine(self, W, run):
+        """This rank's engine over its shard, its sums over particles reduced across the ranks."""
+        n, N = run["X"].shape[0], sum(run["counts"])
+        solver = run["solver"]
+        if solver == "auto":  # as for one process, but the Woodbury system cannot be sharded
+            solver = "cg" if run["precision"] == "float64" and n >= CG_MIN_SAMPLES else "dense"
+        engine = Engine(run["X"], run["Y"], W, lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
+                        eta=run["eta"], seed=run["seed"], step=run["start"], activation=run["activation"],
+                        label_noise=run["label_noise"], solver=solver, precision=run["precision"],
+                        n_threads=run["n_threads"], block_size=run["block_size"], tol=run["tol"],
+                        first_index=run["first_index"], alignment_target=run["alignment_target"])
         net = run["net"]
+        if not net.local:
+            def reduce(buffer):  # the same bits on every rank: Reduce to rank 0, then Bcast
+                net.sum_to_root(buffer)
+                net.bcast_array(buffer)
+
+            engine.shard(reduce, N)
+        return engine
+
+    def _train(self, W, run):
+        """Log, advance to the next logged step inside the engine, repeat (see the module docstring)."""
+        net = run["net"]
+        engine = self._engine(W, run)
         t = run["start"]
         previous = None  # (step, particles, A) of the last state whose second layer is known
         while True:
-            log = self._is_log_step(t, run)
-            status, A, B, diag = self._second_layer(W, t, log, run)
-            if status != _OK:
-                self._diverge(run, previous, t, status)
-            if log:
-                self._commit(W, t, A, run, fresh_history=(t == 0 and run["fresh"]))
+            if self._is_log_step(t, run):
+                status, diag = self._diagnose(engine, t, run)
+                if status != _OK:
+                    self._diverge(engine, run, previous, 0 if run["fresh"] and t == 0 else t + 1, status)
+                self._commit(engine.particles, t, engine.dual, run, fresh_history=(t == 0 and run["fresh"]))
                 self._record(diag, t, run)
+                previous = (t, self.local_particles_, engine.dual)
                 if net.any(self._call_back(diag, t, run)):
                     break
             if t == run["last"]:  # always a logged step, so the second layer is committed
                 break
-            previous = (t, W, A)
-            try:
-                W = core.langevin_step_given_dual(
-                    W, run["X"], A, B=B, eta=run["eta"], lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
-                    seed=run["seed"], step=t, activation=run["activation"], first_index=run["first_index"],
-                    n_threads=run["n_threads"], precision=run["precision"])
-            except FloatingPointError:
-                # Non-finite particles on this rank: every rank learns it in the next step's collective
-                # status check, and all of them raise the same DivergenceError there.
-                W = np.full_like(W, np.nan)
-            t += 1
+            next_log = min((t // run["log_every"] + 1) * run["log_every"], run["last"])
+            result = engine.run(next_log - t)
             # Commit the particles at once, so the fitted state follows the run (the second layer follows at
             # the next logged step, as in MeanFieldRegressor).
-            self.local_particles_ = W
-            self.n_steps_done_ = t
+            self.local_particles_ = engine.particles
+            self.n_steps_done_ = t = engine.step
+            if result.failed:
+                if engine.has_current_dual:  # the new particles were not finite; the current ones are good
+                    previous = (t, self.local_particles_, engine.dual)
+                    status = _PARTICLES_NOT_FINITE
+                else:
+                    if engine.roll_back():  # the solve failed: the previous particles' dual is known
+                        previous = (engine.step, engine.particles, engine.dual)
+                    status = _NOT_PD if result.status == "not_positive_definite" else _U_NOT_FINITE
+                self._diverge(engine, run, previous, t + 1, status)
 
-    def _second_layer(self, W, t, log, run):
-        """Reduce the partial Gram (and, at logged steps, what the diagnostics need) to rank 0; rank 0 solves
-        for A (and B), computes the diagnostics and broadcasts status, A, B and diagnostics."""
+    def _diagnose(self, engine, t, run):
+        """Collective: status and the history entry at the engine's particles (the engine reduces the Gram
+        and ||w||^2; the validation predictions and the parameter alignment are reduced here)."""
         net, X, Y = run["net"], run["X"], run["Y"]
-        n, T = Y.shape
-        N = sum(run["counts"])
-        fraction = W.shape[0] / N
-        noisy = run["label_noise"] > 0 and t < run["last"]
-        m = 0 if run["X_val"] is None else run["X_val"].shape[0]
-        # As in MeanFieldRegressor: particles whose term (lam lam_w / 2) ||w||^2 of G overflows count as non-finite.
-        finite = _particles_finite(W, run["lam"] * run["lam_w"])
-        # The partial Gram is reduced in place (no copy of the n x n buffer); the few other sums travel in a
-        # second, small Reduce: [non-finite count | (log) sum ||w||^2, alignment part, K(X_val, X)].
-        if finite:
-            K = np.ascontiguousarray(partial_gram(W, X, N, activation=run["activation"],
-                                                  block_size=run["block_size"], n_threads=run["n_threads"]))
-        else:
-            K = np.zeros((n, n))
-        extras = np.zeros(3 + m * n if log else 1)
-        extras[0] = 0.0 if finite else 1.0
-        if log and finite:
-            extras[1] = float(np.einsum("kl,kl->", W, W))
-            if run["direction"] is not None:
-                extras[2] = core.parameter_alignment(W, run["direction"]) * fraction
-            if m:
-                extras[3:] = partial_gram(W, run["X_val"], N, X2=X, activation=run["activation"],
-                                          block_size=run["block_size"], n_threads=run["n_threads"]).reshape(-1)
-        K = net.sum_to_root(K)
-        extras = net.sum_to_root(extras)
-        # Packet: [status, diagnostics (8), A (n*T), B (n*T)].
-        packet = np.zeros(1 + len(_DIAG_KEYS) + 2 * n * T)
-        if net.rank == 0:
-            self._solve_on_root(K, extras, packet, t, log, noisy, run)
-        net.bcast_array(packet)
-        status = int(packet[0])
-        diag = dict(zip(_DIAG_KEYS, packet[1:1 + len(_DIAG_KEYS)].tolist()))
-        body = packet[1 + len(_DIAG_KEYS):]
-        A = body[:n * T].reshape(n, T).copy()
-        B = body[n * T:].reshape(n, T).copy() if noisy else None
-        return status, A, B, diag
-
-    def _solve_on_root(self, K, extras, packet, t, log, noisy, run):
-        """Rank 0: status, diagnostics and the dual coefficients from the reduced Gram and extras, into
-        `packet`."""
-        Y, n, T = run["Y"], run["Y"].shape[0], run["Y"].shape[1]
-        if extras[0] > 0:
-            packet[0] = _PARTICLES_NOT_FINITE
-            return
-        rhs = Y
-        if noisy:  # one Cholesky for both: A = S Y and B = S E_t (docs/theory.md, section 6)
-            E = core.label_noise(run["seed"], t, n, T, run["label_noise"])
-            rhs = np.hstack([Y, E])
         try:
-            solution = core.second_layer(K, rhs, run["ridge"], n_threads=run["n_threads"])
+            d = engine.diagnostics()
         except core.NotPositiveDefiniteError:
-            packet[0] = _NOT_PD
-            return
-        A = solution[:, :T]
-        U = run["lam"] * run["lam_a"] / (2 * T) * float(np.sum(Y * A))
-        if not math.isfinite(U):
-            packet[0] = _U_NOT_FINITE
-            return
-        values = dict.fromkeys(_DIAG_KEYS, math.nan)
-        values["U"] = U
-        if log:
-            N = sum(run["counts"])
-            values["G"] = U + run["lam"] * run["lam_w"] / 2 * extras[1] / N
-            values["dof"] = core.degrees_of_freedom(K, run["ridge"])
-            values["kernel_alignment"] = core.kernel_alignment(K, Y) if np.any(Y) and np.any(K) else math.nan
-            values["train_mse"] = float(np.mean((K @ A - Y) ** 2))
-            if run["X_val"] is not None:
-                cross = extras[3:].reshape(-1, n)
-                values["val_mse"] = float(np.mean((cross @ A - run["Y_val"]) ** 2))
-            if run["direction"] is not None:
-                values["parameter_alignment"] = float(extras[2])
-            values["wall_time"] = run["wall_offset"] + time.perf_counter() - run["t0"]
-        packet[1:1 + len(_DIAG_KEYS)] = [values[k] for k in _DIAG_KEYS]
-        body = packet[1 + len(_DIAG_KEYS):]
-        body[:n * T] = A.reshape(-1)
-        if noisy:
-            body[n * T:] = solution[:, T:].reshape(-1)
+            return _NOT_PD, None
+        if not math.isfinite(d["U"]):
+            return _U_NOT_FINITE, None
+        W = engine.particles
+        fraction = W.shape[0] / sum(run["counts"])
+        m = 0 if run["X_val"] is None else run["X_val"].shape[0]
+        extras = np.zeros(1 + m * Y.shape[1])
+        if run["direction"] is not None:
+            extras[0] = core.parameter_alignment(W, run["direction"]) * fraction
+        if m:
+            coef = engine.output_weights()
+            extras[1:] = (core.network_output(W, coef, run["X_val"], activation=run["activation"],
+                                              block_size=run["block_size"], n_threads=run["n_threads"])
+                          * fraction).reshape(-1)
+        extras = net.sum_all(extras)
+        wall = net.bcast(run["wall_offset"] + time.perf_counter() - run["t0"] if net.rank == 0 else None)
+        diag = dict(U=d["U"], G=d["G"], dof=d["dof"], kernel_alignment=d["kernel_alignment"],
+                    train_mse=d["train_mse"], val_mse=math.nan, parameter_alignment=math.nan, wall_time=wall)
+        if m:
+            diag["val_mse"] = float(np.mean((extras[1:].reshape(m, -1) - run["Y_val"]) ** 2))
+        if run["direction"] is not None:
+            diag["parameter_alignment"] = float(extras[0])
+        return _OK, diag
 
     def _commit(self, W, t, A, run, fresh_history=False):
         """Make (W, t, A) the fitted state on this rank; the local second-layer weights follow from A."""
@@ -336,13 +309,10 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             stop = bool(callback(self, int(t), dict(entry))) or stop
         return stop
 
-    def _diverge(self, run, previous, t, status):
-        """Every rank: fall back to the last state whose second layer is known, raise DivergenceError."""
+    def _diverge(self, engine, run, previous, failed_step, status):
+        """Every rank: fall back to the last state whose second layer is known, raise DivergenceError naming
+        the step that failed (0: the initial particles; then no fitted state of this fit exists)."""
         cause = _CAUSES[status]
-        if run["fresh"] and t == 0:
-            failed_step = 0  # the initial particles already fail; no fitted state of this fit exists
-        else:
-            failed_step = t if status == _PARTICLES_NOT_FINITE else t + 1
         if previous is not None:
             step, W, A = previous
             self._commit(W, step, A, run)
@@ -351,7 +321,8 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
                 del self.history_[key][keep:]
             if not self.history_["step"] or self.history_["step"][-1] != step:
                 # Log the state we fall back to, as MeanFieldRegressor does (collective: all ranks are here).
-                fallback_status, _, _, diag = self._second_layer(W, step, True, run)
+                engine.set_particles(W, step)
+                fallback_status, diag = self._diagnose(engine, step, run)
                 if fallback_status == _OK:
                     self._record(diag, step, run)
         # previous is None: nothing of this fit was committed, the earlier fitted state (if any) stays as it was.
