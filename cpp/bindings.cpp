@@ -388,6 +388,35 @@ PYBIND11_MODULE(_core, m) {
             out["kernel_alignment"] = d.kernel_alignment;
             return out;
         })
+        .def("gram", [](Engine& e) {
+            auto out = empty(e.n(), e.n());
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                const blas::Session session;
+                e.gram(o);
+            }
+            return out;
+        }, "The Gram K (n, n) of the current particles (their features stay stored for step_given_dual).")
+        .def("step_given_dual", [](Engine& e, const Array& a, std::optional<Array> b) {
+            const long n = e.n(), t = e.n_tasks();
+            if (a.shape(0) != n || a.shape(1) != t || (b && (b->shape(0) != n || b->shape(1) != t)))
+                throw std::invalid_argument("the dual coefficients must have shape (n, T) of the engine's targets");
+            std::vector<double> a_cols(static_cast<std::size_t>(n * t)), b_cols(b ? a_cols.size() : 0);
+            for (long j = 0; j < n; ++j)
+                for (long i = 0; i < t; ++i) {
+                    a_cols[i * n + j] = a.data()[j * t + i];
+                    if (b) b_cols[i * n + j] = b->data()[j * t + i];
+                }
+            RunStatus status;
+            {
+                py::gil_scoped_release release;
+                const blas::Session session;
+                status = e.step_given_dual(a_cols.data(), b ? b_cols.data() : nullptr);
+            }
+            return status == RunStatus::Completed;
+        }, py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
+           "One step with the given dual coefficients; False (and no step) when the new particles are not finite.")
         .def("output_weights", [](Engine& e) {
             auto out = empty(e.n_particles(), e.n_tasks());
             double* o = out.mutable_data();

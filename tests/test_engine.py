@@ -255,3 +255,21 @@ def test_memory_limit_is_checked_before_allocating(rng, monkeypatch):
     with pytest.raises(core.MemoryLimitError, match="Engine"):
         make(X, Y, W, "dense")
     assert engine_bytes("cg", 1000, 2000, 16, 1) > engine_bytes("dense", 1000, 2000, 16, 1)
+
+
+def test_gram_and_step_given_dual_replay_the_stateless_api(rng):
+    X, _, W = task(rng, 50, 4, 60)
+    Y = np.sign(X[:, :2])
+    engine = make(X, Y, W, "dense", lam=0.01, lam_a=0.5, lam_w=0.5, eta=0.1)
+    for step in range(3):
+        K = engine.gram()
+        np.testing.assert_array_equal(K, core.gram(W, X, n_threads=1))
+        A = np.linalg.solve(K + 0.25 * np.eye(50), Y)  # any second layer solved outside the engine
+        B = 0.1 * A if step == 1 else None
+        assert engine.step_given_dual(A, B)
+        W = core.langevin_step_given_dual(W, X, A, B=B, eta=0.1, lam=0.01, lam_a=0.5, lam_w=0.5, seed=11, step=step,
+                                          n_threads=1)
+        np.testing.assert_array_equal(engine.particles, W)
+    with pytest.raises(ValueError, match="A must have 2"):
+        engine.step_given_dual(np.ones((50, 3)))
+    assert not make(X, Y, W, "dense", eta=1e300).step_given_dual(np.full((50, 2), 1e300))

@@ -417,10 +417,6 @@ RunResult Engine::run(long k, const std::function<bool()>& stop_requested) {
     RunResult result;
     auto& s = *impl_;
     const long n = n_, T = T_, m = level_ > 0.0 ? 2 * T : T;
-    const int threads = opt_.n_threads;
-    const bool single = opt_.single_precision;
-
-
     for (; result.steps < k; ++result.steps) {
         if (stop_requested && stop_requested()) {
             result.status = RunStatus::Stopped;
@@ -450,38 +446,71 @@ RunResult Engine::run(long k, const std::function<bool()>& stop_requested) {
         std::copy(s.rhs.begin(), s.rhs.begin() + n * T, a_.begin());
         a_step_ = t;
         last_u_ = U;
-        // Drift into w_next_ (the previous particles are gone from there), then the step.
-        s.previous_held = false;
-        const double* b = level_ > 0.0 ? s.rhs.data() + n * T : nullptr;
-        // Features stored at this step are reused; otherwise (Woodbury) the drift recomputes them.
-        const bool stored = s.features_step == static_cast<long>(t);
-        if (single) {
-            const FeatureCache<float> none(s.parts, s.x, act_, 0);
-            drift_from_dual<float>(s.parts, s.x, act_, stored ? s.cache_f : none, a_.data(), b, T,
-                                   hyper_.lam_a_bar(), hyper_.lam_w_bar(), w_next_.data(), threads);
-        } else {
-            const FeatureCache<double> none(s.parts, s.x, act_, 0);
-            drift_from_dual<double>(s.parts, s.x, act_, stored ? s.cache_d : none, a_.data(), b, T,
-                                    hyper_.lam_a_bar(), hyper_.lam_w_bar(), w_next_.data(), threads);
-        }
-        add_step_noise(s.parts, eta_, hyper_.lam, seed_, t, opt_.first_index, w_next_.data(), threads);
-        const long count = N_ * dim_;
-        double bad = (!all_finite(w_next_.data(), count) ||
-                      !std::isfinite(0.5 * hyper_.lam_w_bar() * sum_squares(w_next_.data(), count) / double(N_)))
-                         ? 1.0 : 0.0;
-        if (reduce_) reduce_(&bad, 1);  // every shard stops at the same step
-        if (bad > 0.0) {
-            result.status = RunStatus::NonFinite;
+        const RunStatus status = take_step(level_ > 0.0 ? s.rhs.data() + n * T : nullptr);
+        if (status != RunStatus::Completed) {
+            result.status = status;
             result.message = "the particles became non-finite";
             return result;
         }
-        std::swap(w_, w_next_);
-        s.parts.w = w_.data();
-        step_ = t + 1;
-        s.previous_held = true;
-        ++stats_.solves;
     }
     return result;
+}
+
+// The drift at the current particles for the dual held in a_ (and B), the noise, and the step's commit.
+RunStatus Engine::take_step(const double* b) {
+    auto& s = *impl_;
+    const std::uint32_t t = step_;
+    const long T = T_;
+    const int threads = opt_.n_threads;
+    // Drift into w_next_ (the previous particles are gone from there), then the step.
+    s.previous_held = false;
+    const bool stored = s.features_step == static_cast<long>(t);  // else (Woodbury) the drift recomputes them
+    if (opt_.single_precision) {
+        const FeatureCache<float> none(s.parts, s.x, act_, 0);
+        drift_from_dual<float>(s.parts, s.x, act_, stored ? s.cache_f : none, a_.data(), b, T, hyper_.lam_a_bar(),
+                               hyper_.lam_w_bar(), w_next_.data(), threads);
+    } else {
+        const FeatureCache<double> none(s.parts, s.x, act_, 0);
+        drift_from_dual<double>(s.parts, s.x, act_, stored ? s.cache_d : none, a_.data(), b, T, hyper_.lam_a_bar(),
+                                hyper_.lam_w_bar(), w_next_.data(), threads);
+    }
+    add_step_noise(s.parts, eta_, hyper_.lam, seed_, t, opt_.first_index, w_next_.data(), threads);
+    const long count = N_ * dim_;
+    double bad = (!all_finite(w_next_.data(), count) ||
+                  !std::isfinite(0.5 * hyper_.lam_w_bar() * sum_squares(w_next_.data(), count) / double(N_)))
+                     ? 1.0 : 0.0;
+    if (reduce_) reduce_(&bad, 1);  // every shard stops at the same step
+    if (bad > 0.0) return RunStatus::NonFinite;
+    std::swap(w_, w_next_);
+    s.parts.w = w_.data();
+    step_ = t + 1;
+    s.previous_held = true;
+    ++stats_.solves;
+    return RunStatus::Completed;
+}
+
+void Engine::gram(double* k_out) {
+    if (opt_.second_layer == SecondLayer::Woodbury)
+        throw std::invalid_argument("gram() needs stored features: not with the Woodbury solver");
+    auto& s = *impl_;
+    gram_into_factor();
+    std::copy(s.factor.begin(), s.factor.end(), k_out);
+}
+
+RunStatus Engine::step_given_dual(const double* a_cols, const double* b_cols) {
+    auto& s = *impl_;
+    if (s.features_step != static_cast<long>(step_) && opt_.second_layer != SecondLayer::Woodbury) {
+        if (opt_.single_precision) s.cache_f.fill(0, N_, opt_.n_threads);
+        else s.cache_d.fill(0, N_, opt_.n_threads);
+        s.features_step = step_;
+    }
+    std::copy(a_cols, a_cols + n_ * T_, a_.begin());
+    a_step_ = step_;
+    if (b_cols) {
+        s.rhs.resize(std::max(s.rhs.size(), static_cast<std::size_t>(2 * n_ * T_)));
+        std::copy(b_cols, b_cols + n_ * T_, s.rhs.begin() + n_ * T_);
+    }
+    return take_step(b_cols ? s.rhs.data() + n_ * T_ : nullptr);
 }
 
 EngineDiagnostics Engine::diagnostics() {

@@ -86,6 +86,14 @@ class Engine {
     // K + r I is not positive definite, is not taken: the engine stays at the last good step.
     RunResult run(long k, const std::function<bool()>& stop_requested = {});
 
+    // For second layers solved outside the engine (other losses): the Gram K = H H^T / N of the current
+    // particles (column-major n x n, both triangles; reduced over shards), keeping their features for the
+    // step; then one step with given dual coefficients A (and B for label noise, or null), column-major
+    // n x T, as returned by that solver. Returns the step's status (Completed, or NonFinite with the
+    // engine left where it was). Not with the Woodbury solver.
+    void gram(double* k_out);
+    RunStatus step_given_dual(const double* a_cols, const double* b_cols);
+
     // U, G, dof, condition of K + r I, train MSE, alignment of K with Y at the current particles; sets the
     // dual coefficients of the current particles. Throws NotPositiveDefinite.
     EngineDiagnostics diagnostics();
@@ -124,6 +132,7 @@ class Engine {
     void invert(bool keep_preconditioner);
     void solve_step(long m);
     bool conjugate_gradients(long m);
+    RunStatus take_step(const double* b_cols);
     struct Impl;
     std::unique_ptr<Impl> impl_;
     long n_, N_, dim_, T_;

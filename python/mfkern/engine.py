@@ -181,6 +181,27 @@ class Engine:
         current particles' dual coefficients. Raises NotPositiveDefiniteError."""
         return dict(self._engine.diagnostics())
 
+    def gram(self):
+        """The Gram K = H H^T / N (n, n) of the current particles, for a second layer solved outside the
+        engine (another loss); their features stay stored for :meth:`step_given_dual`."""
+        if self.solver == "woodbury":
+            raise ValueError("gram() needs the stored features of solver 'dense' or 'cg', not 'woodbury'")
+        return self._engine.gram()
+
+    def step_given_dual(self, A, B=None):
+        """One Langevin step whose second layer was solved outside the engine: A (and, for the label-noise
+        procedure, B) of shape (n, T) (docs/theory.md, section 8: the drift has the same form for any loss
+        whose optimal second layer is h(X; w)^T A). Returns False, taking no step, when the new particles
+        would not be finite."""
+        A, _ = as_targets(A, "A", self.n_samples)
+        if A.shape[1] != self.n_tasks:
+            raise ValueError(f"A must have {self.n_tasks} column(s) like the engine's targets, got {A.shape[1]}")
+        if B is not None:
+            B, _ = as_targets(B, "B", self.n_samples)
+            if B.shape != A.shape:
+                raise ValueError(f"B must have the shape of A {A.shape}, got {B.shape}")
+        return bool(self._engine.step_given_dual(A, B))
+
     def output_weights(self):
         """Second-layer weights a_k = H[:, k]^T A (N, T) of the current particles for the dual held."""
         return self._engine.output_weights()
