@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -264,6 +265,63 @@ void more_entry_point_checks() {
 }
 }  // namespace
 
+// The engine without Python: the cg and dense solvers agree, the cg dual solves its system to the tolerance,
+// a split run equals a whole one, and a divergent step leaves the last good particles.
+void engine_checks() {
+    std::mt19937_64 gen(11);
+    std::normal_distribution<double> normal;
+    const long n = 300, d = 4, N = 320, T = 1;
+    std::vector<double> x(n * d), y(n * T), w(N * (d + 1));
+    for (double& v : x) v = normal(gen) / 2.0;
+    for (long j = 0; j < n; ++j) y[j] = x[j * d] * x[j * d + 1];
+    for (double& v : w) v = 2.0 * normal(gen);
+    const Hyper hy{0.004, 0.25, 0.25};
+    auto make = [&](SecondLayer sl, double eta) {
+        EngineOptions o;
+        o.second_layer = sl;
+        o.n_threads = 2;
+        return std::make_unique<Engine>(x.data(), n, d, y.data(), T, w.data(), N, hy, Activation::Tanh, eta, 5, 0,
+                                        0.5, o);
+    };
+    auto dense = make(SecondLayer::Dense, 0.2), cg = make(SecondLayer::Pcg, 0.2);
+    dense->run(40);
+    cg->run(40);
+    double diff = 0, scale = 0;
+    for (long i = 0; i < N * (d + 1); ++i) {
+        diff = std::max(diff, std::abs(dense->particles()[i] - cg->particles()[i]));
+        scale = std::max(scale, std::abs(dense->particles()[i]));
+    }
+    check(diff < 1e-9 * scale && cg->stats().cg_solves > 0, "engine: cg particles match dense (40 steps)",
+          diff / scale);
+    // The dual of the last cg solve solves (K + r I) A = Y at the particles before that step.
+    auto split = make(SecondLayer::Pcg, 0.2);
+    split->run(15);
+    split->run(24);
+    std::vector<double> before(split->particles(), split->particles() + N * (d + 1));
+    split->run(1);
+    bool same = true;
+    for (long i = 0; i < N * (d + 1); ++i) same = same && split->particles()[i] == cg->particles()[i];
+    check(same, "engine: run(15)+run(24)+run(1) equals run(40) bitwise", 0.0);
+    const Particles pb{before.data(), N, d + 1};
+    const Inputs xi(x.data(), n, d);
+    std::vector<double> k(n * n);
+    gram_symmetric<double>(pb, xi, Activation::Tanh, 0, nullptr, k.data(), 2);
+    double res = 0, ynorm = 0;
+    for (long r = 0; r < n; ++r) {
+        double acc = hy.ridge(n) * split->dual()[r];
+        for (long c = 0; c < n; ++c) acc += k[r * n + c] * split->dual()[c];
+        res += (acc - y[r]) * (acc - y[r]);
+        ynorm += y[r] * y[r];
+    }
+    check(std::sqrt(res / ynorm) < 2e-10, "engine: cg dual residual below tol", std::sqrt(res / ynorm));
+    auto wild = make(SecondLayer::Dense, 1e150);
+    const RunResult r = wild->run(50);
+    bool finite = true;
+    for (long i = 0; i < N * (d + 1); ++i) finite = finite && std::isfinite(wild->particles()[i]);
+    check(r.status == RunStatus::NonFinite && r.steps < 50 && wild->step() == r.steps && finite,
+          "engine: divergence keeps the last good step", double(r.steps));
+}
+
 int main() {
     std::printf("activation kernels: %s\n", activation_isa());
     const Problem pb;
@@ -433,6 +491,7 @@ int main() {
     }
 
     more_entry_point_checks();
+    engine_checks();
 
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
