@@ -29,8 +29,11 @@ long product_tile(long n) { return std::max(8L, std::min(256L, (32768L / std::ma
 constexpr double kSinglePrecisionCondition = 1e5;
 // Cost model of the refactorisation rule, in multiply-adds: a CG iteration streams the features and the
 // preconditioner through memory (matrix-vector work) while a factorisation runs at matrix-matrix speed;
-// kVectorWeight converts the former into the latter's units (measured: bench/engine.py).
-constexpr double kVectorWeight = 8.0;
+// kVectorWeight converts the former into the latter's units, and the further columns of a product cost
+// kExtraColumnWeight of the first (they reuse each tile of features from cache). Measured on the project's
+// 2-core machine at the paper's size: a factorisation costs about 85 products (bench/results/engine.md).
+constexpr double kVectorWeight = 3.5;
+constexpr double kExtraColumnWeight = 0.5;
 
 double dot(const double* a, const double* b, long n) {
     double s = 0.0;
@@ -84,7 +87,7 @@ struct Engine::Impl {
     long steps_since_factor = 0;
 
     // Work buffers (sized once).
-    std::vector<double> rhs, noise_rows, r, z, p, q, u, partial, vf_tmp;
+    std::vector<double> rhs, noise_rows, r, z, p, q, u, partial, vf_tmp, pa, qa;
     std::vector<float> vf, zf;
 
     Impl(const double* x_rows, long n, long d, const double* w, long N, long dim, Activation act, bool pcg_or_dense,
@@ -115,7 +118,7 @@ Engine::Engine(const double* x_rows, long n, long d, const double* y_rows, long 
     if (level_ > 0.0) s.noise_rows.resize(static_cast<std::size_t>(n * T_));
     if (stored) s.factor.resize(static_cast<std::size_t>(n * n));
     if (opt_.second_layer == SecondLayer::Pcg) {
-        for (auto* v : {&s.r, &s.z, &s.p, &s.q}) v->resize(static_cast<std::size_t>(n * m));
+        for (auto* v : {&s.r, &s.z, &s.p, &s.q, &s.pa, &s.qa}) v->resize(static_cast<std::size_t>(n * m));
         s.u.resize(static_cast<std::size_t>(N_ * m));
         s.partial.resize(static_cast<std::size_t>(kProductGroups * n * m));
         s.vf.resize(static_cast<std::size_t>(n * m));
@@ -341,7 +344,7 @@ bool Engine::conjugate_gradients(long m) {
     std::vector<char> active(m);
     for (long i = 0; i < m; ++i) target[i] = opt_.tol * std::sqrt(dot(b + i * n, b + i * n, n));
     residual();
-    long products = 1, iterations = 0;
+    long products = 1, iterations = 0, column_products = m;
     auto refresh = [&](bool restart) {  // z = P r; new directions for the active columns
         precondition(r, z);
         for (long i = 0; i < m; ++i) {
@@ -361,7 +364,16 @@ bool Engine::conjugate_gradients(long m) {
     if (!converged) refresh(true);
     while (!converged) {
         if (iterations >= opt_.max_iterations) break;
-        kernel_product(h, w, ridge, p, u, s.partial.data(), q, reduce_, 1.0 / double(total_particles_));
+        // The product for the columns still iterating only (converged columns are frozen).
+        long ma = 0;
+        for (long i = 0; i < m; ++i)
+            if (active[i]) std::copy(p + i * n, p + (i + 1) * n, s.pa.data() + (ma++) * n);
+        const Work wa{n, N_, ma, opt_.n_threads};
+        column_products += ma;
+        kernel_product(h, wa, ridge, s.pa.data(), u, s.partial.data(), s.qa.data(), reduce_,
+                       1.0 / double(total_particles_));
+        for (long i = 0, c = 0; i < m; ++i)
+            if (active[i]) std::copy(s.qa.data() + c * n, s.qa.data() + (c + 1) * n, q + i * n), ++c;
         ++products;
         ++iterations;
         remaining = 0;
@@ -386,6 +398,7 @@ bool Engine::conjugate_gradients(long m) {
             // drifts from it in floating point), and restart the columns that did not.
             residual();
             ++products;
+            column_products += m;
             for (long i = 0; i < m; ++i) {
                 active[i] = std::sqrt(dot(r + i * n, r + i * n, n)) > target[i];
                 remaining += active[i];
@@ -406,7 +419,8 @@ bool Engine::conjugate_gradients(long m) {
     // The refactorisation rule: refactor once this solve cost more than the average cost per step since
     // the last factorisation (that factorisation included).
     const double nd = double(n), Nd = double(total_particles_);
-    const double cost = kVectorWeight * double(m) * (double(products) * 2.0 * nd * Nd + double(iterations + 1) * nd * nd);
+    const double column_cost = double(products) + kExtraColumnWeight * double(column_products - products);
+    const double cost = kVectorWeight * (column_cost * 2.0 * nd * Nd + double(iterations + 1) * double(m) * nd * nd);
     ++s.steps_since_factor;
     s.cost_since_factor += cost;
     if (cost > s.cost_since_factor / double(s.steps_since_factor + 1)) s.refactor_due = true;
