@@ -250,3 +250,34 @@ def test_no_file_cites_a_document_outside_the_repository():
                                        "generated bench/results/discretization.json) still cite outside documents")
 def test_no_file_anywhere_cites_a_document_outside_the_repository():
     assert not outside_citations()
+
+
+# ------------------------------------------------------------------------------- the compiled module's stub
+def _stub():
+    tree = ast.parse((PACKAGE_DIR / "_core.pyi").read_text(encoding="utf-8"))
+    functions = {node.name: [arg.arg for arg in node.args.args] for node in tree.body
+                 if isinstance(node, ast.FunctionDef)}
+    names = set(functions)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names, functions
+
+
+@pytest.mark.skipif(not (PACKAGE_DIR / "_core.pyi").exists(), reason="the stub is not installed")
+def test_the_stub_of_the_compiled_module_matches_it():
+    """Every public name of mfkern._core is in _core.pyi and nothing else is; each function's parameters
+    are those of its binding (read from the signature line pybind11 puts in the docstring)."""
+    from mfkern import _core
+
+    names, functions = _stub()
+    public = {name for name in dir(_core) if not name.startswith("_")}
+    assert names - {"_Array"} == public
+    for name, parameters in functions.items():
+        signature = getattr(_core, name).__doc__.splitlines()[0]
+        match = re.match(rf"{name}\((.*)\) -> ", signature)
+        assert match, signature
+        bound = [part.split(":")[0].strip() for part in re.split(r",\s*(?![^\[]*\])", match.group(1)) if part]
+        assert parameters == bound, f"{name}: stub {parameters}, binding {bound}"
