@@ -13,9 +13,10 @@ import pytest
 
 import mfkern
 
-PACKAGE_DIR = pathlib.Path(mfkern.__file__).resolve().parent
+PACKAGE_DIR = pathlib.Path(mfkern.__file__).resolve().parent  # what is imported (an installed copy in CI)
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-IN_REPOSITORY = (REPO_ROOT / "python" / "mfkern").resolve() == PACKAGE_DIR  # not an installed copy
+IN_REPOSITORY = (REPO_ROOT / "pyproject.toml").exists() and (REPO_ROOT / "python" / "mfkern").is_dir()
+SOURCE_DIR = REPO_ROOT / "python" / "mfkern" if IN_REPOSITORY else PACKAGE_DIR  # what is checked statically
 
 
 # ------------------------------------------------------------------------------------------ the graph
@@ -156,7 +157,7 @@ def test_the_cycle_finder_finds_cycles_and_only_cycles(tmp_path):
     assert cycles(import_edges(module_files(package, "pkg"), "pkg")) == []
 
 
-MODULES = module_files(PACKAGE_DIR, "mfkern")
+MODULES = module_files(SOURCE_DIR, "mfkern")
 EDGES = import_edges(MODULES, "mfkern")
 def test_the_import_graph_of_mfkern_has_no_cycle():
     found = cycles(EDGES)
@@ -239,13 +240,13 @@ def outside_citations():
                   for number, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line))
 
 
-@pytest.mark.skipif(not IN_REPOSITORY, reason="checks the source tree, not an installed copy")
+@pytest.mark.skipif(not IN_REPOSITORY, reason="checks the repository's files (not found next to the tests)")
 def test_no_file_cites_a_document_outside_the_repository():
     hits = [hit for hit in outside_citations() if not hit.startswith(OTHERS)]
     assert not hits, f"cite docs/theory.md sections instead: {hits}"
 
 
-@pytest.mark.skipif(not IN_REPOSITORY, reason="checks the source tree, not an installed copy")
+@pytest.mark.skipif(not IN_REPOSITORY, reason="checks the repository's files (not found next to the tests)")
 @pytest.mark.xfail(strict=True, reason="python/mfkern/analysis/ and python/mfkern/experiments/ (and the "
                                        "generated bench/results/discretization.json) still cite outside documents")
 def test_no_file_anywhere_cites_a_document_outside_the_repository():
@@ -266,7 +267,10 @@ def _stub():
     return names, functions
 
 
-@pytest.mark.skipif(not (PACKAGE_DIR / "_core.pyi").exists(), reason="the stub is not installed")
+def test_the_typing_files_are_installed_with_the_package():
+    assert (PACKAGE_DIR / "_core.pyi").is_file() and (PACKAGE_DIR / "py.typed").is_file()
+
+
 def test_the_stub_of_the_compiled_module_matches_it():
     """Every public name of mfkern._core is in _core.pyi and nothing else is; each function's parameters
     are those of its binding (read from the signature line pybind11 puts in the docstring)."""
