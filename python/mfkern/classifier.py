@@ -28,10 +28,11 @@ import numpy as np
 from scipy.special import log_expit, logsumexp
 from sklearn.base import ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
 
 from . import core
 from ._validation import as_float_array, integer, positive
-from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure, _validate_data
+from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure
 from .losses import LogisticLoss, NewtonConvergenceError, _solve
 
 __all__ = ["MeanFieldClassifier", "CLASSIFIER_HISTORY_KEYS"]
@@ -229,7 +230,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         """
         p = self._check_params()
         continuing = bool(self.warm_start) and hasattr(self, "particles_")
-        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64)
+        X, y = validate_data(self, X, y, reset=not continuing, dtype=np.float64)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
         if len(classes) < 2:

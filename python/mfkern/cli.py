@@ -135,7 +135,7 @@ def _run_reproduce(args):
         try:
             run_experiment(name, args.out, quick=args.quick, seeds=args.seeds, n_jobs=args.n_jobs,
                            setting=args.setting, base_seed=args.seed)
-        except ImportError as exc:  # an optional component (e.g. the classifier of `parity`) is missing
+        except ImportError as exc:  # an optional dependency (matplotlib, for the figures) is missing
             print(f"mfkern reproduce {name}: cannot run, a component is missing: {exc}", file=sys.stderr)
             return 2
     return 0

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, RegressorMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import checkpoint, core
 from .checkpoint import CheckpointError
@@ -43,11 +43,6 @@ from ._validation import (
     positive,
     seed_value,
 )
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _sklearn_validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    _sklearn_validate_data = None
 
 __all__ = ["MeanFieldRegressor", "DivergenceError", "HISTORY_KEYS"]
 
@@ -88,12 +83,6 @@ class DivergenceError(RuntimeError, FloatingPointError):
         self.step = step
         self.n_steps_done = n_steps_done
         self.cause = cause
-
-
-def _validate_data(estimator, *args, **kwargs):
-    if _sklearn_validate_data is not None:
-        return _sklearn_validate_data(estimator, *args, **kwargs)
-    return estimator._validate_data(*args, **kwargs)  # pragma: no cover - older scikit-learn
 
 
 def _seed_from(random_state):
@@ -268,7 +257,7 @@ class _MeanFieldBase(BaseEstimator):
         check_is_fitted(self, ("particles_", "coef_"))
         if X is None:
             raise TypeError(f"{name} must be an array, got None")
-        return _validate_data(self, X, reset=False, dtype=np.float64)
+        return validate_data(self, X, reset=False, dtype=np.float64)
 
     # ------------------------------------------------------------------ training
     def _continuation(self, p, continuing):
@@ -716,9 +705,6 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         tags.target_tags.single_output = True
         return tags
 
-    def _more_tags(self):  # pragma: no cover - scikit-learn < 1.6
-        return {"multioutput": True}
-
     def _check_params(self):
         """Validate the parameters; returns them as a dict of clean values."""
         p = self._check_common_params()
@@ -778,7 +764,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
 
     def _fit_data(self, X, y, X_val, y_val, target_direction, continuing):
         """The validated data of `fit`: X, Y (n, T), whether y was 1-D, X_val, Y_val and the direction."""
-        X, y = _validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
+        X, y = validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
                               y_numeric=True)
         Y, one_d = as_targets(y, "y", X.shape[0])
         X_val, Y_val = self._check_validation(X_val, y_val, X.shape[1], Y.shape[1])

@@ -12,7 +12,7 @@ import sys
 import time
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import core
 from .._validation import as_targets
@@ -22,7 +22,6 @@ from ..estimator import (
     DivergenceError,
     MeanFieldRegressor,
     _seed_from,
-    _validate_data,
 )
 from ..engine import CG_MIN_SAMPLES, Engine
 from .collectives import Collectives, checksum, initial_particles, partial_gram, shard_bounds, shard_counts
@@ -105,7 +104,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         check_is_fitted(self, ("local_particles_", "local_coef_"))
         if X is None:
             raise TypeError(f"{name} must be an array, got None")
-        return _validate_data(self, X, reset=False, dtype=np.float64)
+        return validate_data(self, X, reset=False, dtype=np.float64)
 
     def _fraction(self):
         return self.local_particles_.shape[0] / sum(self.particle_counts_)
