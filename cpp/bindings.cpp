@@ -259,9 +259,8 @@ PYBIND11_MODULE(_core, m) {
        py::arg("first_index"), py::arg("activation"), py::arg("n_threads"), py::arg("precision"));
 
     m.def("output_weights", [](const Array& w, const Array& x, const Array& dual, const std::string& act,
-                               long block_size, int n_threads) {
+                               int n_threads) {
         const Activation a = parse_activation(act);
-        (void)block_size;  // output weights are computed per particle tile: no panel
         const long t = dual.shape(1);
         auto out = empty(w.shape(0), t);
         double* o = out.mutable_data();
@@ -276,7 +275,7 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("dual").noconvert(), py::arg("activation"),
-       py::arg("block_size"), py::arg("n_threads"));
+       py::arg("n_threads"));
 
     m.def("network_output", [](const Array& w, const Array& weights, const Array& x, const std::string& act,
                                long block_size, int n_threads) {

@@ -59,7 +59,7 @@ def langevin_step_given_dual(w: _Array, x: _Array, a: _Array, b: Optional[_Array
                              n_threads: int, precision: str) -> _Array:
     """One step with the drift of drift_given_dual and the noise keyed by (seed, step, first_index + k)."""
 
-def output_weights(w: _Array, x: _Array, dual: _Array, activation: str, block_size: int, n_threads: int) -> _Array:
+def output_weights(w: _Array, x: _Array, dual: _Array, activation: str, n_threads: int) -> _Array:
     """Second-layer weights a_k = H[:, k]^T A, shape (N, T)."""
 
 def network_output(w: _Array, weights: _Array, x: _Array, activation: str, block_size: int,
@@ -71,3 +71,37 @@ def particle_noise(seed: int, step: int, first_index: int, count: int, dim: int,
 
 def label_noise(seed: int, step: int, n: int, tasks: int, level: float) -> _Array:
     """The label noise (n, tasks), Uniform[-level, level], of a step."""
+
+class Engine:
+    """Stateful MFLD trainer (private: use mfkern.engine.Engine). Holds the staged data, the particles, the
+    step counter and the second layer's solver state; run/diagnostics release the GIL."""
+
+    def __init__(self, x: _Array, y: _Array, w: _Array, lam: float, lam_a: float, lam_w: float, activation: str,
+                 eta: float, seed: int, step: int, label_noise_level: float, second_layer: str, precision: str,
+                 n_threads: int, block_size: int, tol: float, max_iterations: int, first_index: int) -> None: ...
+    def run(self, k: int, stop: object = None) -> dict:
+        """Advance up to k steps; {'steps', 'status', 'message'}."""
+    def diagnostics(self) -> dict:
+        """U, G, dof, condition, mean_sq_norm, train_mse, kernel_alignment at the current particles."""
+    def gram(self) -> _Array:
+        """The Gram (n, n) of the current particles."""
+    def step_given_dual(self, a: _Array, b: Optional[_Array]) -> bool:
+        """One step with the given dual coefficients (n, T)."""
+    def output_weights(self) -> _Array:
+        """H^T A (N, T) for the dual held."""
+    def set_particles(self, w: _Array, step: int) -> None: ...
+    def set_reducer(self, reduce: object, total_particles: int) -> None: ...
+    def set_alignment_target(self, target: _Array) -> None: ...
+    def roll_back(self) -> bool: ...
+    @property
+    def particles(self) -> _Array: ...
+    @property
+    def dual(self) -> _Array: ...
+    @property
+    def has_current_dual(self) -> bool: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def last_U(self) -> float: ...
+    @property
+    def stats(self) -> dict: ...

@@ -451,13 +451,18 @@ def langevin_step_given_dual(W, X, A, *, eta, lam, lam_a, lam_w, seed, step, B=N
 
 
 def output_weights(W, X, A, activation="tanh", *, block_size=None, n_threads=None):
-    """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A."""
+    """Second-layer weights a_k = H[:, k]^T A of every particle: shape (N,) or (N, T) like A.
+
+    ``block_size`` is validated and accepted for symmetry with :func:`gram` but has no effect: the weights
+    are computed per fixed tile of particles, never over a panel.
+    """
     X = checked_inputs(X)
     W = checked_particles(W, X)
     A, one_d = as_targets(A, "A", X.shape[0])
     act = activation_name(activation)
-    bs, nt = block_size_value(block_size), n_threads_value(n_threads)
-    return _restore(_finite(_core.output_weights(W, X, A, act, bs, nt), "the output weights",
+    block_size_value(block_size)
+    nt = n_threads_value(n_threads)
+    return _restore(_finite(_core.output_weights(W, X, A, act, nt), "the output weights",
                             "A is too large"), one_d)
 
 
