@@ -1,5 +1,6 @@
-"""Time per MFLD step of the particle-sharded trainer (mfkern.distributed) on P = 1, 2 MPI ranks, its parts
-(partial Gram, Reduce, solve on rank 0, local step), and a communication-cost model for cluster sizes.
+"""Time per MFLD step of the particle-sharded trainer (mfkern.distributed) on P = 1, 2 MPI ranks with the
+dense and the conjugate-gradient second layers, its parts (partial Gram, Reduce of the n x n Gram, Reduce+Bcast
+of an n-vector as in each CG iteration, solve, local step), and a communication-cost model for cluster sizes.
 
 Writes bench/results/mpi_scaling.json (every measurement, the machine, the load) and
 bench/results/mpi_scaling.md (tables). Each rank uses one core thread (n_threads=1), so P ranks use P cores;
@@ -63,17 +64,20 @@ def worker(case, steps, out):
     n, d, N = CASES[case]["n"], CASES[case]["d"], CASES[case]["N"]
     X, y = _data(n, d)
 
-    def fit(n_steps):
+    def fit(n_steps, solver):
         comm.Barrier()
         started = time.perf_counter()
         DistributedMeanFieldRegressor(n_particles=N, n_steps=n_steps, random_state=0, n_threads=1,
-                                      log_every=10**9, comm=comm, **HYPER).fit(X, y)
+                                      log_every=10**9, comm=comm, solver=solver, **HYPER).fit(X, y)
         comm.Barrier()
         return time.perf_counter() - started
 
-    fit(1)  # warm-up (imports, first-touch of buffers)
-    short, long = fit(2), fit(2 + steps)
-    per_step = (long - short) / steps  # both fits log twice (step 0 and the last step): the logs cancel
+    fit(1, "dense")  # warm-up (imports, first-touch of buffers)
+    per_solver = {}
+    for solver, count in (("dense", steps), ("cg", 5 * steps)):  # cg: enough steps to include refactorisations
+        short, long = fit(2, solver), fit(2 + count, solver)
+        per_solver[solver] = (long - short) / count  # both fits log twice (step 0 and the last): the logs cancel
+    per_step = per_solver["dense"]
 
     # Parts of one step, each timed alone (median of 3).
     start, stop = shard_bounds(N, size, rank)
@@ -87,15 +91,25 @@ def worker(case, steps, out):
 
     comm.Barrier()
     t_reduce = _median_time(reduce, 3)
+    vector = np.ones(n)
+
+    def reduce_vector():  # what each CG iteration exchanges: an n-vector, Reduce to rank 0 then Bcast
+        comm.Reduce(MPI.IN_PLACE if rank == 0 else vector, vector if rank == 0 else None, op=MPI.SUM, root=0)
+        comm.Bcast(vector, root=0)
+
+    comm.Barrier()
+    t_reduce_vector = _median_time(reduce_vector, 101)
     K = np.empty_like(K_part)
     comm.Allreduce(K_part, K, op=MPI.SUM)
     t_solve = _median_time(lambda: core.second_layer(K, y, n * HYPER["lam"] * HYPER["lam_a"], n_threads=1), 3)
     A = core.second_layer(K, y, n * HYPER["lam"] * HYPER["lam_a"], n_threads=1)
     t_step = _median_time(lambda: core.langevin_step_given_dual(W, X, A, seed=0, step=0, first_index=start,
                                                                 n_threads=1, **HYPER), 3)
-    parts = comm.gather(dict(gram=t_gram, reduce=t_reduce, solve=t_solve, local_step=t_step), root=0)
+    parts = comm.gather(dict(gram=t_gram, reduce=t_reduce, reduce_vector=t_reduce_vector, solve=t_solve,
+                             local_step=t_step), root=0)
     if rank == 0:
         result = dict(case=case, ranks=size, n=n, d=d, N=N, steps=steps, seconds_per_step=per_step,
+                      seconds_per_step_by_solver=per_solver,
                       reduce_bytes=8 * n * n, parts_rank0=parts[0],
                       parts_max_over_ranks={k: max(p[k] for p in parts) for k in parts[0]})
         pathlib.Path(out).write_text(json.dumps(result))
@@ -244,16 +258,20 @@ def markdown(doc):
              f"load average before/after: {', '.join(f'{v:.1f}' for v in doc['load_average_before'])} / "
              f"{', '.join(f'{v:.1f}' for v in doc['load_average_after'])}. One core thread per rank.", "",
              "## Measured", "",
-             "| case | n | d | N | P | s/step | speed-up vs P=1 | single-process estimator s/step | "
-             "partial Gram s | Reduce s (8n^2 B) | solve on rank 0 s | local step s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| case | n | d | N | P | s/step dense | s/step cg | speed-up vs P=1 (dense) | "
+             "single-process estimator s/step | partial Gram s | Reduce s (8n^2 B) | Reduce+Bcast of an n-vector s | "
+             "solve s | local step s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     first = {r["case"]: r["seconds_per_step"] for r in doc["runs"] if r["ranks"] == 1}
     for r in doc["runs"]:
         parts = r["parts_max_over_ranks"]
         speedup = first.get(r["case"], float("nan")) / r["seconds_per_step"]
+        by_solver = r.get("seconds_per_step_by_solver", {})
         lines.append(f"| {r['case']} | {r['n']} | {r['d']} | {r['N']} | {r['ranks']} | {r['seconds_per_step']:.4f} | "
+                     f"{by_solver.get('cg', float('nan')):.4f} | "
                      f"{speedup:.2f} | {doc['single_process_seconds_per_step'][r['case']]:.4f} | "
                      f"{parts['gram']:.4f} | {parts['reduce']:.4f} ({r['reduce_bytes'] / 1e6:.1f} MB) | "
+                     f"{parts.get('reduce_vector', float('nan')):.2e} | "
                      f"{parts['solve']:.4f} | {parts['local_step']:.4f} |")
     g, s = doc["gram_rate"], doc["solve_rate"]
     lines += ["", f"One-thread rates used by the model: partial Gram {g['flops_per_s'] / 1e9:.1f} GFLOP/s "
