@@ -1,8 +1,9 @@
 """The stateful training engine: data staged once in C++, k Langevin steps per call.
 
-:class:`Engine` holds the inputs, the targets, the particles, the step counter and the state of the second
-layer's solver (docs/theory.md, section 3 for the step; section 6 for the solvers). ``run(k)`` advances k
-steps inside the compiled core with the GIL released and no per-step validation; ``diagnostics()`` gives U,
+:class:`Engine` holds the inputs, the targets, the particles, the step counter and the state of the
+second layer's solver (docs/theory.md: section 5 for the step, sections 3, 8 and 12 for the solvers).
+``run(k)`` advances k steps inside the compiled core with the GIL released and no per-step validation;
+``diagnostics()`` gives U,
 G, dof, the training MSE and the kernel alignment at the current particles from one factorisation, which
 the next step reuses. The estimators train through it; it is public for users who write their own loops
 with many steps per call.
@@ -190,7 +191,7 @@ class Engine:
 
     def step_given_dual(self, A, B=None):
         """One Langevin step whose second layer was solved outside the engine: A (and, for the label-noise
-        procedure, B) of shape (n, T) (docs/theory.md, section 8: the drift has the same form for any loss
+        procedure, B) of shape (n, T) (docs/theory.md, section 9: the drift has the same form for any loss
         whose optimal second layer is h(X; w)^T A). Returns False, taking no step, when the new particles
         would not be finite."""
         A, _ = as_targets(A, "A", self.n_samples)
