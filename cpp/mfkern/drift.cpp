@@ -1,6 +1,7 @@
 #include "mfkern/drift.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -31,7 +32,8 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
 #pragma omp parallel num_threads(n_threads) if (tiles > 1)
     {
         const std::size_t len = static_cast<std::size_t>(n) * kParticleTile;
-        std::vector<F> c(len), a_w(kParticleTile * T), b_w(bd ? kParticleTile * T : 0);
+        std::unique_ptr<F[]> c(new F[len]);  // every entry is written before it is read
+        std::vector<F> a_w(kParticleTile * T), b_w(bd ? kParticleTile * T : 0);
         std::vector<F> h_buf(cache.enabled() ? 0 : len), d_buf(cache.enabled() || tanh_like ? 0 : len);
         std::vector<F> g_tile(static_cast<std::size_t>(p.dim) * kParticleTile);
 #pragma omp for schedule(dynamic)
@@ -50,8 +52,18 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
             blas::gemm(true, false, m, T, n, F(1), h, n, a, n, F(0), a_w.data(), m);
             if (bd) blas::gemm(true, false, m, T, n, F(1), h, n, bd, n, F(0), b_w.data(), m);
             for (long k = 0; k < m; ++k) {
-                F* ck = c.data() + k * n;
+                F* ck = c.get() + k * n;
                 const F* hk = h + k * n;
+                if (T == 1 && tanh_like) {  // one pass: C = (A a_k - B b_k) o (1 - h^2), the same numbers
+                    const F ak = a_w[k];
+                    if (bd) {
+                        const F bk = b_w[k];
+                        for (long j = 0; j < n; ++j) ck[j] = (a[j] * ak - bd[j] * bk) * (F(1) - hk[j] * hk[j]);
+                    } else {
+                        for (long j = 0; j < n; ++j) ck[j] = a[j] * ak * (F(1) - hk[j] * hk[j]);
+                    }
+                    continue;
+                }
                 std::fill(ck, ck + n, F(0));
                 for (long i = 0; i < T; ++i) {
                     const F ak = a_w[i * m + k];
@@ -74,10 +86,10 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
             double* g = grad_rows + k0 * p.dim;
             const double* w = p.w + k0 * p.dim;
             if constexpr (std::is_same<F, double>::value) {
-                blas::gemm(true, false, p.dim, m, n, grad_scale, x.data(), n, c.data(), n, 0.0, g, p.dim);
+                blas::gemm(true, false, p.dim, m, n, grad_scale, x.data(), n, c.get(), n, 0.0, g, p.dim);
                 for (long i = 0; i < m * p.dim; ++i) g[i] += lam_w_bar * w[i];
             } else {
-                blas::gemm(true, false, p.dim, m, n, 1.0f, x.columns<float>(), n, c.data(), n, 0.0f, g_tile.data(),
+                blas::gemm(true, false, p.dim, m, n, 1.0f, x.columns<float>(), n, c.get(), n, 0.0f, g_tile.data(),
                            p.dim);
                 for (long i = 0; i < m * p.dim; ++i) g[i] = grad_scale * double(g_tile[i]) + lam_w_bar * w[i];
             }
