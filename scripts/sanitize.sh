@@ -36,7 +36,7 @@ fi
 JOBS=${SANITIZE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 PYTHON=${PYTHON:-python3}
 DEFAULT_SELECTION="tests/test_core.py tests/test_core_validation.py tests/test_core_dual.py tests/test_checkpoint.py"
-DEFAULT_SELECTION+=" tests/test_fuzz.py tests/test_reliability.py"
+DEFAULT_SELECTION+=" tests/test_fuzz.py tests/test_reliability.py tests/test_engine.py"
 SELECTION=${SANITIZE_PYTEST_SELECTION:-$DEFAULT_SELECTION}
 
 # UBSan: every check fatal, with a stack trace.
