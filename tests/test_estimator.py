@@ -263,6 +263,47 @@ def test_warm_start_continues_the_same_trajectory(rng):
     np.testing.assert_array_equal(part.predict(X), whole.predict(X))
 
 
+def test_cg_warm_start_from_a_logged_step_continues_bitwise(rng, tmp_path):
+    # With the conjugate-gradient second layer the trajectory depends on where factorisations fell; every
+    # logged step refactors, and a checkpoint is always taken at one, so a resumed run is the same run.
+    X, y = product_task(rng, 260, 4)
+    params = dict(n_particles=300, log_every=10, random_state=5, n_threads=1, solver="cg", label_noise=0.2)
+    whole = MeanFieldRegressor(n_steps=40, **params).fit(X, y)
+    part = MeanFieldRegressor(n_steps=20, **params).fit(X, y)
+    part.save(tmp_path / "part.npz")
+    resumed = MeanFieldRegressor.load(tmp_path / "part.npz").set_params(warm_start=True, n_steps=20).fit(X, y)
+    np.testing.assert_array_equal(resumed.particles_, whole.particles_)
+    np.testing.assert_array_equal(resumed.predict(X), whole.predict(X))
+
+
+def test_cg_and_dense_estimators_agree(rng):
+    X, y = product_task(rng, 300, 5)
+    X_new = rng.standard_normal((40, 5))
+    fits = {solver: MeanFieldRegressor(n_particles=320, n_steps=100, log_every=50, random_state=2, n_threads=1,
+                                       solver=solver).fit(X, y, X_val=X_new, y_val=X_new[:, 0] * X_new[:, 1])
+            for solver in ("dense", "cg")}
+    dense, cg = fits["dense"], fits["cg"]
+    assert np.abs(cg.particles_ - dense.particles_).max() <= 1e-8 * np.abs(dense.particles_).max()
+    np.testing.assert_allclose(cg.predict(X_new), dense.predict(X_new), rtol=1e-8, atol=1e-10)
+    for key in ("U", "G", "dof", "kernel_alignment", "train_mse", "val_mse"):
+        np.testing.assert_allclose(cg.history_[key], dense.history_[key], rtol=1e-8, err_msg=key)
+
+
+def test_alignment_target_is_what_the_history_measures(rng):
+    X, y_clean = product_task(rng, 60, 3)
+    y = y_clean + rng.standard_normal(60)
+    noisy = MeanFieldRegressor(random_state=1, **SMALL).fit(X, y)
+    clean = MeanFieldRegressor(random_state=1, **SMALL).fit(X, y, alignment_target=y_clean)
+    assert noisy.alignment_target_ == "y" and clean.alignment_target_ == "alignment_target"
+    np.testing.assert_array_equal(clean.particles_, noisy.particles_)  # only the diagnostic changes
+    K = core.gram(clean.particles_, X)
+    expected = core.kernel_alignment(K, y_clean)
+    np.testing.assert_allclose(clean.history_["kernel_alignment"][-1], expected, rtol=1e-10)
+    assert clean.history_["kernel_alignment"][-1] != noisy.history_["kernel_alignment"][-1]
+    with pytest.raises(ValueError, match="alignment_target"):
+        MeanFieldRegressor(**SMALL).fit(X, y, alignment_target=y_clean[:10])
+
+
 def test_warm_start_on_new_data_refits_the_second_layer(rng):
     X, y = product_task(rng, 30, 3)
     X2, y2 = product_task(rng, 20, 3)
