@@ -476,4 +476,26 @@ PYBIND11_MODULE(_core, m) {
             out["max_cg_iterations"] = s.max_cg_iterations;
             return out;
         });
+
+    m.def("run_ensemble", [](const std::vector<Engine*>& engines, long k, int n_threads) {
+        for (const Engine* e : engines)
+            if (e == nullptr) throw std::invalid_argument("engines must not contain None");
+        std::vector<RunResult> results;
+        {
+            py::gil_scoped_release release;
+            const blas::Session session;
+            results = run_ensemble(engines, k, n_threads);
+        }
+        static const char* names[] = {"completed", "stopped", "nonfinite", "not_positive_definite"};
+        py::list out;
+        for (const RunResult& r : results) {
+            py::dict d;
+            d["steps"] = r.steps;
+            d["status"] = names[static_cast<int>(r.status)];
+            d["message"] = r.message;
+            out.append(d);
+        }
+        return out;
+    }, py::arg("engines"), py::arg("k"), py::arg("n_threads"),
+       "Advance independent engines k steps each, in parallel across engines (GIL released).");
 }

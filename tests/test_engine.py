@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mfkern import core
-from mfkern.engine import CG_MIN_SAMPLES, Engine, choose_solver, engine_bytes
+from mfkern.engine import CG_MIN_SAMPLES, Engine, choose_solver, engine_bytes, run_ensemble
 
 HYPER = dict(lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2)
 
@@ -273,3 +273,19 @@ def test_gram_and_step_given_dual_replay_the_stateless_api(rng):
     with pytest.raises(ValueError, match="A must have 2"):
         engine.step_given_dual(np.ones((50, 3)))
     assert not make(X, Y, W, "dense", eta=1e300).step_given_dual(np.full((50, 2), 1e300))
+
+
+def test_an_ensemble_advances_each_engine_as_run_would(rng):
+    X, Y, W = task(rng, 64, 15, 64)
+    configs = [dict(seed=s, eta=eta) for s in (1, 2) for eta in (0.05, 0.2)] + [dict(seed=3, eta=1e150)]
+    engines = [make(X, Y, W, "dense", **c) for c in configs]
+    results = run_ensemble(engines, 30, n_threads=2)
+    assert [r.status for r in results[:4]] == ["completed"] * 4 and results[4].failed
+    for config, engine, result in zip(configs, engines, results):
+        alone = make(X, Y, W, "dense", **config)
+        assert alone.run(30) == result
+        np.testing.assert_array_equal(engine.particles, alone.particles)
+    with pytest.raises(ValueError, match="distinct"):
+        run_ensemble([engines[0], engines[0]], 1)
+    with pytest.raises(TypeError, match=r"engines\[1\]"):
+        run_ensemble([engines[0], "engine"], 1)

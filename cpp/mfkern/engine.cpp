@@ -586,4 +586,12 @@ void Engine::output_weights(double* weights_rows) {
     ::mfkern::output_weights(impl_->parts, impl_->x, act_, a_.data(), T_, weights_rows, opt_.n_threads);
 }
 
+std::vector<RunResult> run_ensemble(const std::vector<Engine*>& engines, long k, int n_threads) {
+    std::vector<RunResult> results(engines.size());
+    const long count = static_cast<long>(engines.size());
+#pragma omp parallel for schedule(dynamic) num_threads(n_threads) if (count > 1)
+    for (long i = 0; i < count; ++i) results[i] = engines[i]->run(k);  // nested regions run on one thread
+    return results;
+}
+
 }  // namespace mfkern

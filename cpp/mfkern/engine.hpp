@@ -150,4 +150,10 @@ class Engine {
     SolverStats stats_;
 };
 
+// Advance independent engines (seeds, particle counts or step sizes of one sweep) k steps each, in parallel
+// across engines on n_threads threads, each engine single-threaded inside: for many small systems, where
+// one system cannot use the threads. Every engine's trajectory is the one run() would give; engines that
+// shard over processes (a reducer) cannot be run this way.
+std::vector<RunResult> run_ensemble(const std::vector<Engine*>& engines, long k, int n_threads);
+
 }  // namespace mfkern

@@ -72,6 +72,9 @@ def particle_noise(seed: int, step: int, first_index: int, count: int, dim: int,
 def label_noise(seed: int, step: int, n: int, tasks: int, level: float) -> _Array:
     """The label noise (n, tasks), Uniform[-level, level], of a step."""
 
+def run_ensemble(engines: list["Engine"], k: int, n_threads: int) -> list[dict]:
+    """Advance independent engines k steps each, in parallel across engines."""
+
 class Engine:
     """Stateful MFLD trainer (private: use mfkern.engine.Engine). Holds the staged data, the particles, the
     step counter and the second layer's solver state; run/diagnostics release the GIL."""

@@ -39,7 +39,7 @@ from ._validation import (
 )
 from .core import MemoryLimitError, check_hyper, check_memory, checked_inputs, checked_particles
 
-__all__ = ["Engine", "RunResult", "ENGINE_SOLVERS", "CG_MIN_SAMPLES", "choose_solver", "engine_bytes"]
+__all__ = ["Engine", "RunResult", "run_ensemble", "ENGINE_SOLVERS", "CG_MIN_SAMPLES", "choose_solver", "engine_bytes"]
 
 ENGINE_SOLVERS = ("auto", "dense", "woodbury", "cg")
 #: Below this many samples the Gram is cheap enough that "auto" factors it every step (bench/engine.py).
@@ -161,6 +161,7 @@ class Engine:
             target, _ = as_targets(alignment_target, "alignment_target", n)
             self._engine.set_alignment_target(target)
         self.n_samples, self.n_particles, self.n_tasks = n, N, Y.shape[1]
+        self._sharded = False
 
     def run(self, k, stop=None):
         """Advance up to k steps (GIL released). ``stop``: a callable asked before each step; True ends the
@@ -226,6 +227,7 @@ class Engine:
             raise TypeError(f"reduce must be callable, got {type(reduce).__name__}")
         total = integer(total_particles, "total_particles", minimum=self.n_particles)
         self._engine.set_reducer(reduce, total)
+        self._sharded = True
 
     def roll_back(self):
         """Return to the previous step's particles when the last step failed at its solve (the dual of
@@ -262,6 +264,32 @@ class Engine:
         """Counters of the second layer's work: solves, factorizations, cg_solves, cg_iterations,
         cg_fallbacks, max_cg_iterations."""
         return dict(self._engine.stats)
+
+
+def run_ensemble(engines, k, *, n_threads=None):
+    """Advance independent engines k steps each in one call, in parallel across engines (GIL released).
+
+    For sweeps of many small systems (seeds, particle counts, step sizes), where one system cannot keep
+    the threads busy: each engine runs single-threaded, ``n_threads`` engines at a time. Every engine ends
+    exactly where ``engine.run(k)`` would have left it (the same bits), and a failing engine stops alone
+    (its RunResult says why). Signals are not looked at inside the call: advance in chunks of k to stay
+    responsive to Ctrl-C. Returns one :class:`RunResult` per engine.
+    """
+    engines = list(engines)
+    for i, engine in enumerate(engines):
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engines[{i}] must be an mfkern.engine.Engine, got {type(engine).__name__}")
+        if engine._sharded:
+            raise ValueError(f"engines[{i}] is a shard of an MPI run: its sums go through its processes, "
+                             "not an ensemble")
+    if len({id(e) for e in engines}) != len(engines):
+        raise ValueError("engines must be distinct (the same engine twice would be advanced by two threads)")
+    k = integer(k, "k", minimum=0)
+    for i, engine in enumerate(engines):
+        if engine.step + k > 2**32:
+            raise ValueError(f"k={k} would take engines[{i}]'s step counter past 2**32")
+    out = _core.run_ensemble([e._engine for e in engines], k, n_threads_value(n_threads))
+    return [RunResult(int(r["steps"]), r["status"], r["message"]) for r in out]
 
 
 __all__ += ["MemoryLimitError"]
