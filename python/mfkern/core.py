@@ -59,13 +59,9 @@ __all__ = [
     "degrees_of_freedom",
     "parameter_alignment",
     "thread_limits",
-    "check_hyper",
-    "check_memory",
-    "checked_inputs",
-    "checked_particles",
-    "checked_symmetric",
-    "available_memory",
 ]
+# Also used by the package's other modules (mfkern.engine, the estimators), not part of the user API above:
+# check_hyper, check_memory, available_memory, checked_inputs, checked_particles, checked_symmetric.
 
 #: Raised when K + ridge*I is not numerically positive definite (a subclass of numpy.linalg.LinAlgError,
 #: itself a ValueError).
