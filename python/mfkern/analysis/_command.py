@@ -79,15 +79,15 @@ SUITES = {
                               "reference_factor": 8},
                              "PAPER hyper-parameters (lam=0.004, lam_a=lam_w=0.25): particle error on y = x1*x2 "
                              "(d=15, n=64), 10,000 steps of eta=0.2, window t in [1000, 2000], N_ref = 4096"),
+        **_EXACT,
+        "separation": (path_separation, {"product": (_PRODUCT_PAPER, 0.1), "ou": (_OU, 0.1)},
+                       {"n_particles": 128, "horizon": 1024.0},
+                       "PAPER hyper-parameters: separation of two paths with the same noise started 1e-6 apart"),
         "time_product": (time_error, _PRODUCT_PAPER,
                          {"etas": [0.1, 0.2, 0.4, 0.8], "seeds": 16, "n_particles": 128,
                           "reference_ratio": 4, "horizon": 1024.0},
                          "PAPER hyper-parameters: time error on y = x1*x2 (d=15, n=64), N=128, horizon 1024, "
                          "window t in [512, 1024], reference eta = 0.025"),
-        **_EXACT,
-        "separation": (path_separation, {"product": (_PRODUCT_PAPER, 0.1), "ou": (_OU, 0.1)},
-                       {"n_particles": 128, "horizon": 1024.0},
-                       "PAPER hyper-parameters: separation of two paths with the same noise started 1e-6 apart"),
     },
 }
 CASES = tuple(SUITES["fast"])
@@ -238,6 +238,10 @@ def plot_by_time(sweep, path, title=None):
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    for ax in axes.ravel():  # the same time axis everywhere, major (decade) labels only
+        ax.set_xlim(min(e["t"] for m in metrics for e in sweep.by_time[m]) / 1.4,
+                    max(e["t"] for m in metrics for e in sweep.by_time[m]) * 1.4)
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
     fig.suptitle(textwrap.fill(title or f"{sweep.kind} error against time", 110), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -323,7 +327,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {tuple(SUITES)}, got {suite!r}")
     chosen = SUITES[suite]
-    cases = list(CASES if cases is None else cases)
+    cases = list(chosen if cases is None else cases)
     unknown = [c for c in cases if c not in chosen]
     if unknown or not cases:
         raise ValueError(f"cases must be a non-empty subset of {CASES}, got {cases}")
@@ -336,6 +340,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
     document = {"suite": suite, "cases": {}, "environment": _environment(),
                 "notes": " ".join(__doc__.strip().split("\n\n", 1)[1].split())}
     start = time.perf_counter()
+    path = out_dir / f"discretization_{suite}.json"
     for case in cases:
         function, config, kwargs, description = chosen[case]
         kwargs = dict(kwargs)
@@ -351,6 +356,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
                 plot_separation(curves, png, title=f"{suite} suite, {case}: {description}")
                 entry["plot"] = png.name
             document["cases"][case] = entry
+            _write(document, path, start)
             continue
         if seeds is not None:
             kwargs["seeds"] = seeds
@@ -370,13 +376,18 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
                 plot_by_time(sweep, png, title=f"{suite} suite, {case}: error against time")
                 entry["plot_time"] = png.name
         document["cases"][case] = entry
-    document["total_elapsed_s"] = time.perf_counter() - start
-    document = _json_ready(document)
-    path = out_dir / f"discretization_{suite}.json"
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=1, allow_nan=False)
+        _write(document, path, start)  # after every case, so that a long suite's finished cases are kept
+    document = _write(document, path, start)
     print(f"\nwrote {path} ({document['total_elapsed_s']:.1f} s in all)", file=stream)
     return document
+
+
+def _write(document, path, start):
+    document["total_elapsed_s"] = time.perf_counter() - start
+    ready = _json_ready(document)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(ready, handle, indent=1, allow_nan=False)
+    return ready
 
 
 def _cases(text):
