@@ -3,20 +3,27 @@
 * :func:`particle_error` -- error against the mean-field limit as the number of particles N grows.
 * :func:`time_error` -- error against a much finer step as the step size eta shrinks, with the Brownian
   increments of the coarse steps built by summing those of the fine steps (synchronous coupling).
+* Error against time (``by_time`` of both sweeps), a stationarity check of the averaging window
+  (:func:`stationarity`), the drift's curvature and eta * L (the small-step regime), and
+  :func:`path_separation` (why the strong error saturates over long horizons).
+* :func:`discretization_benchmark`: the microbenchmark for one's own configuration (errors, slopes, figures).
+* Every Langevin step of the sweeps goes through :func:`advance` on a system made by :func:`make_system`.
 * Exact checks (:mod:`mfkern.analysis.exact`): the data-free Ornstein-Uhlenbeck case, whose Euler-Maruyama
   chain has a known variance at every step, and the erf kernel in closed form.
 * Slopes: :func:`seed_slope` (OLS on log errors; delta-method t, bootstrap and OLS-residual intervals),
   :func:`fit_loglog` and :func:`bootstrap_loglog` (see :mod:`mfkern.analysis.stats`).
-* Sweeps show progress, derive every run's seed from (base seed, run key) with numpy's SeedSequence, run in
-  parallel processes (n_jobs) and resume from a JSON-lines cache of finished runs in out_dir.
+* Sweeps show progress, derive every run's seed from (base seed, run key) and run in parallel processes
+  (n_jobs) through :mod:`mfkern.runner`, resuming from a JSON-lines cache of finished runs in out_dir.
 * Command line: ``mfkern discretization`` (:func:`add_cli_arguments`, :func:`run_cli`).
 """
-from ._command import add_cli_arguments, run_cli, run_suite
-from ._config import TASKS, DiscretizationConfig, derive_seed, initial_particles
-from ._result import METRICS, ErrorSweep
-from ._runner import CACHE_NAME
+from ..runner import derive_seed
+from ._benchmark import BenchmarkResult, discretization_benchmark
+from ._command import SUITES, add_cli_arguments, plot_by_time, plot_sweep, run_cli, run_suite
+from ._config import TASKS, DiscretizationConfig, initial_particles, report_times
+from ._result import CACHE_NAME, CACHE_VERSION, METRICS, ErrorSweep
+from ._system import LangevinSystem, advance, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
-from .particle import particle_error, particle_run
+from .particle import particle_error, particle_report_steps, particle_run
 from .stats import (
     STATISTICS,
     abs_mean_statistic,
@@ -26,14 +33,29 @@ from .stats import (
     mean_statistic,
     root_mean_statistic,
     seed_slope,
+    stationarity,
 )
-from .timestep import coupled_paths, step_ratios, time_error, time_run
+from .timestep import coupled_paths, path_separation, step_ratios, time_error, time_run
 
 __all__ = [
     "DiscretizationConfig",
     "TASKS",
     "METRICS",
     "CACHE_NAME",
+    "CACHE_VERSION",
+    "SUITES",
+    "BenchmarkResult",
+    "discretization_benchmark",
+    "LangevinSystem",
+    "make_system",
+    "advance",
+    "drift_curvature",
+    "path_separation",
+    "stationarity",
+    "report_times",
+    "particle_report_steps",
+    "plot_sweep",
+    "plot_by_time",
     "ErrorSweep",
     "particle_error",
     "time_error",

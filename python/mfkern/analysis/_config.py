@@ -10,11 +10,11 @@ import numpy as np
 from .. import core
 from .._validation import activation_name, integer, positive, seed_value
 
-__all__ = ["DiscretizationConfig", "TASKS", "derive_seed", "initial_particles", "INIT_STEP"]
+__all__ = ["DiscretizationConfig", "TASKS", "initial_particles", "report_times", "INIT_STEP"]
 
 #: Tasks: "product" is the paper's experiment (y = x1 * x2, x ~ N(0, I_d), d >= 2); "ou" switches the data
 #: term off (targets identically zero, so the second layer is zero and every coordinate of every particle is
-#: an independent Ornstein-Uhlenbeck process: the exactly solvable case of PAPER.md section 6).
+#: an independent Ornstein-Uhlenbeck process: the exactly solvable case of docs/theory.md, section 6).
 TASKS = ("product", "ou")
 
 #: The Philox counter step reserved for the initial particles: trajectories use steps 0, 1, 2, ... and never
@@ -59,7 +59,7 @@ class DiscretizationConfig:
     data_seed : int
         Seed of the training inputs and of the probe set (fixed across runs: all runs see the same data).
     lam, lam_a, lam_w : float
-        Temperature and regularisation (PAPER.md section 1). Initial particles are drawn from the prior
+        Temperature and regularisation (docs/theory.md, section 1). Initial particles are drawn from the prior
         N(0, I / lam_w).
     eta : float
         Step size of particle sweeps (time sweeps take their own grid; their horizon defaults to
@@ -72,7 +72,10 @@ class DiscretizationConfig:
         Fraction of the run discarded as burn-in; time averages use the snapshots after it.
     activation : {"tanh", "erf"}
     seed : int
-        Base seed; every run's seed is derived from it (see :func:`derive_seed`).
+        Base seed; every run's seed is derived from it (see :func:`mfkern.runner.derive_seed`).
+    n_times : int
+        Number of report times at which the errors are also measured (error against time, see
+        :func:`report_times`).
     """
 
     task: str = "product"
@@ -89,6 +92,7 @@ class DiscretizationConfig:
     average_from: float = 0.5
     activation: str = "tanh"
     seed: int = 0
+    n_times: int = 5
 
     def __post_init__(self):
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -107,6 +111,7 @@ class DiscretizationConfig:
             "average_from": _real(self.average_from, "average_from", minimum=0.0),
             "activation": activation_name(self.activation),
             "seed": seed_value(self.seed, "seed"),
+            "n_times": integer(self.n_times, "n_times", minimum=1, maximum=64),
         }
         if values["average_from"] >= 1:
             raise ValueError(f"average_from must be < 1 (a fraction of the run), got {values['average_from']}")
@@ -148,19 +153,16 @@ class DiscretizationConfig:
         return list(range(n_steps, first - 1, -self.record_every))[::-1]
 
 
-def derive_seed(base_seed, *key):
-    """A 64-bit run seed derived from (base_seed, key...) with numpy's SeedSequence.
-
-    ``SeedSequence(base_seed, spawn_key=key)`` hashes the base seed and the key into independent streams;
-    two 32-bit words of its state make the seed passed to the counter-based generator of mfkern.core. Keys
-    are (purpose, grid value, replicate), so a run's seed does not depend on the order of the grid, on the
-    other grid points, or on n_jobs: adding points to a sweep leaves the seeds of the existing runs unchanged
-    (and their cached results valid).
-    """
-    base_seed = seed_value(base_seed, "base_seed")
-    key = tuple(integer(k, "key", minimum=0) for k in key)
-    lo, hi = np.random.SeedSequence(base_seed, spawn_key=key).generate_state(2, dtype=np.uint32)
-    return int(lo) | (int(hi) << 32)
+def report_times(last, first, count, unit=1):
+    """`count` report points, geometric from `first` to `last`, rounded to multiples of `unit` (distinct,
+    ascending, the last always included). Used for the error-against-time curves, in steps."""
+    last, unit = integer(last, "last", minimum=0), integer(unit, "unit", minimum=1)
+    if last == 0:
+        return [0]
+    first = min(max(first, unit), last)
+    values = np.geomspace(first, last, count) if count > 1 else np.array([last])
+    points = sorted({max(unit, int(round(v / unit)) * unit) for v in values} | {last})
+    return [p for p in points if p <= last]
 
 
 def initial_particles(seed, n_particles, d, lam_w):

@@ -10,17 +10,33 @@ import numpy as np
 from .._validation import integer
 from . import stats
 
-__all__ = ["ErrorSweep", "METRICS", "check_replicates", "summarize"]
+__all__ = ["ErrorSweep", "METRICS", "CACHE_NAME", "CACHE_VERSION", "check_replicates", "summarize"]
 
-#: What every metric measures, its error statistic over seeds, and the theory's slope (None: no rate).
+#: File name of the resume cache of finished runs (in the sweep's out_dir; see mfkern.runner.RunCache).
+CACHE_NAME = "discretization_runs.jsonl"
+#: Bumped whenever a run's result changes meaning, so stale cached results are never reused (2: per-time
+#: records, window series of U, curvature; runs advanced through mfkern.analysis._system.advance).
+CACHE_VERSION = 2
+
+#: What every metric measures and its error statistic over seeds.
 METRICS = {
-    "G_gap": ("|E G(mu_N) - G_ref|, G time-averaged over the window", "abs_mean"),
-    "U_gap": ("|E U(mu_N) - U_ref| (data term of G), time-averaged", "abs_mean"),
-    "kernel_sq_sup": ("E max_{x,x' in probe} (k_W(x,x') - k_ref(x,x'))^2 at the last step", "mean"),
-    "predictor_sq_sup": ("E max_{x in probe} (f_W(x) - f_ref(x))^2 at the last step", "mean"),
+    "G_gap": ("|E Gbar_N - Gbar_ref|, G averaged over the window (run and reference alike)", "abs_mean"),
+    "U_gap": ("|E Ubar_N - Ubar_ref| (data term of G), averaged over the window", "abs_mean"),
+    "G_gap_at_t": ("|E G_N(t) - G_ref(t)| at one time t", "abs_mean"),
+    "kernel_sq_sup": ("E max_{x,x' in probe} (k_W(x,x') - k_ref(x,x'))^2, both at the same (last) step",
+                      "mean"),
+    "predictor_sq_sup": ("E max_{x in probe} (f_W(x) - f_ref(x))^2, both at the same (last) step", "mean"),
+    "kernel_sq_sup_window": ("E max_{x,x' in probe} (kbar_W - kbar_ref)^2, both averaged over the window",
+                             "mean"),
+    "predictor_sq_sup_window": ("E max_{x in probe} (fbar_W - fbar_ref)^2, both averaged over the window", "mean"),
     "G_weak": ("|E G(W_eta) - E G(W_ref)| at matched times, averaged over the window", "abs_mean"),
+    "G_weak_at_t": ("|E G(W_eta)(t) - E G(W_ref)(t)| at one time t", "abs_mean"),
     "strong": ("sqrt(E (1/N) sum_k |w_k^eta - w_k^ref|^2) at matched times, averaged over the window",
                "root_mean"),
+    "strong_at_t": ("sqrt(E (1/N) sum_k |w_k^eta - w_k^ref|^2) at one time t", "root_mean"),
+    "median_distance_at_t": ("E median_k |w_k^eta - w_k^ref| at one time t (the bulk of the particles)", "mean"),
+    "far_fraction_at_t": ("E fraction of particles with |w_k^eta - w_k^ref| > 0.25 rms_k |w_k^ref| at time t",
+                          "mean"),
     "variance_weak_exact": ("|E mean(w^2) - 1/lam_w|: weak error against the exact continuous OU variance",
                             "abs_mean"),
 }
@@ -117,6 +133,11 @@ class ErrorSweep:
     runs : list of dicts, one per run: grid value, ``replicate``, ``seed`` and the per-run metric values.
     reference : dict describing the reference (exact, or the large-N / small-eta runs used).
     settings : dict of the sweep's other arguments.
+    by_time : dict metric -> list (one per report time) of {``t``, ``step``, ``table`` (rows as in
+        `table`), ``slope`` (fit as in `slopes`)}: the error against time.
+    stationarity : dict: the check of the averaging window (see :func:`mfkern.analysis.stats.stationarity`)
+        per grid value and for the reference, and ``all_stationary``.
+    diagnostics : dict, e.g. the drift's curvature L and eta * L (small-step regime when eta * L << 1).
     """
 
     kind: str
@@ -128,6 +149,9 @@ class ErrorSweep:
     runs: list
     reference: dict
     settings: dict
+    by_time: dict = dataclasses.field(default_factory=dict)
+    stationarity: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         """A JSON-ready dict of everything (tuples become lists)."""
@@ -155,4 +179,36 @@ class ErrorSweep:
                          f"95% CI [{_fmt(ci[0], '.3f')}, {_fmt(ci[1], '.3f')}]  "
                          f"OLS-t CI [{_fmt(ci_ols[0], '.3f')}, {_fmt(ci_ols[1], '.3f')}]  "
                          f"theory {_fmt(fit['theory'], 'g')}{exact}")
+        for metric, entries in self.by_time.items():
+            parts = []
+            for entry in entries:
+                fit = entry["slope"]
+                parts.append(f"t={entry['t']:g}: {_fmt(fit['slope'], '.2f')} "
+                             f"[{_fmt(fit['ci'][0], '.2f')}, {_fmt(fit['ci'][1], '.2f')}]")
+            lines.append(f"slope {metric} against time: " + "; ".join(parts))
+        for label, check in _stationarity_items(self.stationarity):
+            lines.append(f"stationarity ({label}): {check}")
+        if self.diagnostics:
+            lines.append("diagnostics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in self.diagnostics.items()
+                                                     if isinstance(v, (int, float))))
         return "\n".join(lines)
+
+
+def _stationarity_items(info):
+    """(label, one-line summary) of every stationarity check in a sweep's `stationarity` dict."""
+    groups = [(f"N={key}" if not isinstance(key, float) else f"eta={key:g}", value)
+              for key, value in (info.get("by_N") or info.get("by_eta") or {}).items()]
+    if info.get("reference") is not None:
+        groups.append(("reference", info["reference"]))
+    items = []
+    for label, checks in groups:
+        if checks is None:
+            continue
+        parts = []
+        for name, check in checks.items():
+            parts.append(f"{name}: 2nd-1st half {_fmt(check['half_difference'])} "
+                         f"[{_fmt(check['ci'][0])}, {_fmt(check['ci'][1])}] "
+                         f"({_fmt(100 * check['relative_half_difference'], '.2f')}%), "
+                         f"{'stationary' if check['stationary'] else 'DRIFT' if check['stationary'] is False else '?'}")
+        items.append((label, "; ".join(parts)))
+    return items

@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import numbers
+import time
 
 import numpy as np
 
-from .. import core
+from .. import core, runner
 from .._validation import integer
-from . import _runner
-from ._config import PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, derive_seed, initial_particles
-from ._result import ErrorSweep, check_replicates, summarize
+from ._config import PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, initial_particles, report_times
+from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
+from ._system import advance, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
+from .stats import stationarity
 
-__all__ = ["particle_error", "particle_run"]
+__all__ = ["particle_error", "particle_run", "particle_report_steps"]
 
 
 def _config(config):
@@ -32,62 +34,90 @@ def _particle_counts(Ns):
     return sorted(counts)
 
 
+def particle_report_steps(cfg):
+    """Steps at which a particle run records its kernel, predictor and G for the error-against-time curves:
+    config.n_times steps geometric from n_steps / 2^(n_times - 1) to n_steps (the last always included)."""
+    return report_times(cfg.n_steps, cfg.n_steps / 2 ** (cfg.n_times - 1), cfg.n_times)
+
+
+def _measure(W, X, Y, probe, cfg, n_threads):
+    """G, U, the probe kernel and the predictor on the probe set at particles W."""
+    _, A, U = core.drift(W, X, Y, return_dual=True, n_threads=n_threads, **cfg.hyper)
+    G = float(U + 0.5 * cfg.lam_w_bar * np.mean(np.einsum("kl,kl->k", W, W)))
+    kernel = core.gram(W, probe, activation=cfg.activation, n_threads=n_threads)
+    weights = core.output_weights(W, X, A, cfg.activation, n_threads=n_threads)
+    predictor = core.network_output(W, weights, probe, cfg.activation, n_threads=n_threads)
+    return G, float(U), kernel, predictor, A
+
+
 def particle_run(spec, n_threads=None):
-    """One MFLD run with N particles; returns its time-averaged and last-step statistics (JSON-ready).
+    """One MFLD run with N particles; returns its window-averaged and per-time statistics (JSON-ready).
 
     spec: {"config": DiscretizationConfig fields, "n_particles": N, "seed": run seed}. The run starts from
-    :func:`initial_particles` and takes config.n_steps steps of ``mfkern.core.langevin_step``. At every
-    snapshot step (config.snapshot_steps()) it records G = U + (lam_w_bar/2) mean_k |w_k|^2, U, the kernel
-    Gram over the probe set and the predictor on it; it returns their window means and the last snapshot.
+    :func:`initial_particles` and is advanced with :func:`mfkern.analysis._system.advance`. It records
+    G = U + (lam_w_bar/2) mean_k |w_k|^2 and U at every window snapshot (config.snapshot_steps()), and the
+    window means of the probe kernel and the predictor; at every report step
+    (:func:`particle_report_steps`, the last one being config.n_steps) it records G, U, the kernel and the
+    predictor; and the curvature L of the drift (:func:`drift_curvature`) at the first and last steps.
     """
+    started = time.process_time()
     cfg = DiscretizationConfig(**spec["config"])
     N, seed = spec["n_particles"], spec["seed"]
     X, Y, probe = cfg.data()
-    W = initial_particles(seed, N, cfg.d, cfg.lam_w)
-    snapshots = cfg.snapshot_steps()
-    wanted = set(snapshots)
-    G, U_values, kernel_sum, predictor_sum = [], [], 0.0, 0.0
-    kernel = predictor = None
-    for step in range(cfg.n_steps + 1):
-        if step < cfg.n_steps:
-            W_next, A, U = core.langevin_step(W, X, Y, eta=cfg.eta, seed=seed, step=step, return_dual=True,
-                                              n_threads=n_threads, **cfg.hyper)
-        elif step in wanted:
-            # The final state: one more solve for its second layer (its gradient is not needed).
-            _, A, U = core.drift(W, X, Y, return_dual=True, n_threads=n_threads, **cfg.hyper)
-        if step in wanted:
-            G.append(float(U + 0.5 * cfg.lam_w_bar * np.mean(np.einsum("kl,kl->k", W, W))))
-            U_values.append(float(U))
-            kernel = core.gram(W, probe, activation=cfg.activation, n_threads=n_threads)
-            weights = core.output_weights(W, X, A, cfg.activation, n_threads=n_threads)
-            predictor = core.network_output(W, weights, probe, cfg.activation, n_threads=n_threads)
+    system = make_system(cfg, X, Y, initial_particles(seed, N, cfg.d, cfg.lam_w), eta=cfg.eta, seed=seed,
+                         n_threads=n_threads)
+    snapshots, reports = cfg.snapshot_steps(), particle_report_steps(cfg)
+    in_window, in_reports = set(snapshots), set(reports)
+    window = {"G": [], "U": []}
+    kernel_sum = predictor_sum = 0.0
+    at_reports = {"G": [], "U": [], "kernel": [], "predictor": []}
+    curvature = {}
+    for step in sorted(in_window | in_reports | {0}):
+        advance(system, step - system.step)
+        W = system.particles
+        G, U, kernel, predictor, A = _measure(W, X, Y, probe, cfg, n_threads)
+        if step in (0, cfg.n_steps) and cfg.task != "ou":
+            curvature["initial" if step == 0 else "final"] = drift_curvature(W, X, A, cfg, n_threads=n_threads)
+        if step in in_window:
+            window["G"].append(G)
+            window["U"].append(U)
             kernel_sum = kernel_sum + kernel
             predictor_sum = predictor_sum + predictor
-        if step < cfg.n_steps:
-            W = W_next
+        if step in in_reports:
+            for name, value in (("G", G), ("U", U), ("kernel", kernel.tolist()), ("predictor", predictor.tolist())):
+                at_reports[name].append(value)
     count = len(snapshots)
     return {
         "steps": snapshots,
-        "G_snapshots": G,
-        "G": float(np.mean(G)),
-        "U": float(np.mean(U_values)),
-        "kernel_final": kernel.tolist(),
+        "G_snapshots": window["G"],
+        "U_snapshots": window["U"],
+        "G": float(np.mean(window["G"])),
+        "U": float(np.mean(window["U"])),
         "kernel_mean": (kernel_sum / count).tolist(),
-        "predictor_final": predictor.tolist(),
         "predictor_mean": (predictor_sum / count).tolist(),
+        "report_steps": reports,
+        "report": at_reports,
+        "curvature": curvature,
+        "cpu_s": time.process_time() - started,
     }
 
 
-def _exact_reference(cfg):
-    """G (window mean) and, for erf, the kernel of the data-free (OU) case, known in closed form."""
+def _exact_reference(cfg, reports):
+    """The data-free (OU) case in closed form: G and, for erf, the kernel at every report step and averaged
+    over the window like the runs' (E k_W(s) is the closed form at the chain's variance v_s)."""
     steps = np.array(cfg.snapshot_steps())
     variance = ou_variance_at_step(steps, cfg.eta, cfg.lam, cfg.lam_w)
-    G = 0.5 * cfg.lam_w_bar * (cfg.d + 1) * np.mean(variance)  # U = 0: the targets are zero
     _, _, probe = cfg.data()
-    kernel = None
+    G_of = lambda v: 0.5 * cfg.lam_w_bar * (cfg.d + 1) * v  # noqa: E731  (U = 0: the targets are zero)
+    out = {"kind": "exact", "G": float(np.mean(G_of(variance))), "U": 0.0,
+           "predictor_mean": np.zeros(cfg.n_probe),
+           "report": {"G": [float(G_of(ou_variance_at_step(s, cfg.eta, cfg.lam, cfg.lam_w))) for s in reports],
+                      "U": [0.0] * len(reports), "predictor": [np.zeros(cfg.n_probe)] * len(reports)}}
     if cfg.activation == "erf":
-        kernel = erf_kernel(probe, variance=ou_variance_at_step(cfg.n_steps, cfg.eta, cfg.lam, cfg.lam_w))
-    return {"kind": "exact", "G": float(G), "U": 0.0, "kernel": kernel, "predictor": np.zeros(cfg.n_probe)}
+        out["kernel_mean"] = np.mean([erf_kernel(probe, variance=v) for v in variance], axis=0)
+        out["report"]["kernel"] = [erf_kernel(probe, variance=ou_variance_at_step(s, cfg.eta, cfg.lam, cfg.lam_w))
+                                   for s in reports]
+    return out
 
 
 def _reference_mode(cfg, reference, Ns, reference_factor):
@@ -112,6 +142,18 @@ def _reference_mode(cfg, reference, Ns, reference_factor):
     raise TypeError(f"reference must be None, 'exact' or an int, got {type(reference).__name__}")
 
 
+def _sq_sup(a, b):
+    return float(np.max((np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) ** 2))
+
+
+def _stationarity(results, cfg, level):
+    """Stationarity of G and U over the averaging window, from independent runs."""
+    if len(results[0]["steps"]) < 4:
+        return None
+    times = np.asarray(results[0]["steps"], dtype=float) * cfg.eta
+    return {name: stationarity([r[f"{name}_snapshots"] for r in results], times, level) for name in ("G", "U")}
+
+
 def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *, reference_seeds=2,
                    reference_factor=8, n_jobs=1, out_dir=None, progress=False, n_threads=None, level=0.95,
                    n_boot=2000):
@@ -119,11 +161,22 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
 
     For every N in `Ns` and every replicate in `seeds`, runs MFLD with N particles from the prior for
     config.n_steps steps of size config.eta (same data, independent seeds) and compares it with the
-    reference: ``kernel_sq_sup`` (E max over probe pairs of the squared kernel error at the last step) and,
-    for the product task, ``G_gap`` (|E G - G_ref|, with G averaged over the window of snapshots after
-    burn-in), ``U_gap`` (the same for the data term U of G) and ``predictor_sq_sup`` (E max over probe
-    points of the squared predictor error). PAPER.md section 6: all are O(1/N), slope -1. (For task "ou" the
-    G gap has no bias at all, E G being the same for every N, and the predictor is zero: they are omitted.)
+    reference, always like with like (docs/theory.md, section 6: every error is O(1/N), slope -1):
+
+    * at the last step (time T = eta n_steps): ``kernel_sq_sup`` = E max over probe pairs of
+      (k_W(T) - k_ref(T))^2 and ``predictor_sq_sup`` = E max over probe points of (f_W(T) - f_ref(T))^2,
+      where k_ref(T), f_ref(T) are the reference runs' values at the same last step (mean over reference
+      replicates: an estimate of the limit's value at T);
+    * over the averaging window (snapshots after config.average_from): ``G_gap`` = |E Gbar_N - Gbar_ref|,
+      ``U_gap`` likewise for the data term, ``kernel_sq_sup_window`` and ``predictor_sq_sup_window`` (window
+      mean of the run against window mean of the reference);
+    * against time: the same last-step errors (and the G gap) at each report step
+      (:func:`particle_report_steps`), each with its slope (``by_time``).
+
+    For task "ou" only the kernel errors are kept (E G is the same for every N and the predictor is zero).
+    The sweep also checks that the window is stationary (``stationarity``: first against second half, and
+    the trend, of G and U, per N and for the reference) and reports the drift's curvature L and eta * L
+    (``diagnostics``; Euler-Maruyama is in its small-step regime when eta * L << 1).
 
     Parameters
     ----------
@@ -131,20 +184,19 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
     Ns : sequence of int
         Numbers of particles (distinct, >= 1; sorted here).
     seeds : int or sequence of int
-        Replicates: an int s means 0..s-1. Run seeds are derived from (config.seed, N, replicate) by
-        :func:`mfkern.analysis.derive_seed`, so the runs at different N are independent.
+        Replicates: an int s means 0..s-1. Run seeds are derived from (config.seed, 0, N, replicate) by
+        :func:`mfkern.runner.derive_seed`, so the runs at different N are independent.
     reference : None, "exact" or int
         "exact": closed forms (task "ou" with activation "erf": the particles are exactly Gaussian with
         known variance at every step). An int: reference runs with that many particles. None: exact when
-        available, else reference_factor * max(Ns) particles. Reference runs average their kernel,
-        predictor and G over the window and over `reference_seeds` replicates; their own O(1/N_ref)
-        error is a floor under the measured errors.
+        available, else reference_factor * max(Ns) particles. The reference's own O(1/N_ref) error and the
+        noise of its replicate mean are a floor under the measured errors.
     reference_seeds : int
         Replicates of the reference run.
     reference_factor : int
         N_ref = reference_factor * max(Ns) when `reference` is None and no exact answer exists.
     n_jobs : int
-        Worker processes for the independent runs (-1: one per CPU).
+        Worker processes for the independent runs (-1: one per CPU), through :func:`mfkern.runner.execute`.
     out_dir : path, optional
         Directory of the resume cache (discretization_runs.jsonl): finished runs are read back, not rerun.
     progress : bool
@@ -157,64 +209,110 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
     Returns
     -------
     ErrorSweep
-        Tidy table (metric, N, error, CI), slopes with bootstrap and OLS-t intervals, per-run values.
     """
     cfg = _config(config)
     Ns = _particle_counts(Ns)
     replicates = check_replicates(seeds)
     reference_seeds = integer(reference_seeds, "reference_seeds", minimum=1)
     reference_factor = integer(reference_factor, "reference_factor", minimum=2)
-    n_jobs = _runner.n_jobs_value(n_jobs)
+    n_jobs = runner.n_jobs_value(n_jobs)
     mode = _reference_mode(cfg, reference, Ns, reference_factor)
-    cache = _runner.RunCache(out_dir)
+    cache = runner.RunCache(out_dir, name=CACHE_NAME)
     base = cfg.to_dict()
 
-    specs = [{"config": base, "n_particles": N, "replicate": r, "seed": derive_seed(cfg.seed, PURPOSE_PARTICLE, N, r)}
-             for N in Ns for r in replicates]
+    specs = [{"config": base, "n_particles": N, "replicate": r,
+              "seed": runner.derive_seed(cfg.seed, PURPOSE_PARTICLE, N, r)} for N in Ns for r in replicates]
     ref_specs = []
     if mode != "exact":
         ref_specs = [{"config": base, "n_particles": mode, "replicate": r,
-                      "seed": derive_seed(cfg.seed, PURPOSE_REFERENCE, mode, r)} for r in range(reference_seeds)]
+                      "seed": runner.derive_seed(cfg.seed, PURPOSE_REFERENCE, mode, r)}
+                     for r in range(reference_seeds)]
     # Reference runs first: they are the longest, so starting them first balances the workers best.
-    results = _runner.execute(particle_run, "particle", ref_specs + specs, n_jobs=n_jobs, cache=cache,
-                              progress=progress, desc=f"particle sweep ({cfg.task})", n_threads=n_threads)
+    results = runner.execute(particle_run, "particle", ref_specs + specs, n_jobs=n_jobs, cache=cache,
+                             progress=progress, desc=f"particle sweep ({cfg.task})", n_threads=n_threads,
+                             version=CACHE_VERSION)
     ref_results, results = results[:len(ref_specs)], results[len(ref_specs):]
+    reports = particle_report_steps(cfg)
 
     if mode == "exact":
-        ref = _exact_reference(cfg)
+        ref = _exact_reference(cfg, reports)
         reference_info = {"kind": "exact", "G": ref["G"],
-                          "description": "closed form: OU variance at every step, erf kernel (PAPER.md 6)"}
+                          "description": "closed form: OU variance at every step, erf kernel "
+                                         "(docs/theory.md, section 6)"}
     else:
-        ref = {
-            "G": float(np.mean([r["G"] for r in ref_results])),
-            "U": float(np.mean([r["U"] for r in ref_results])),
-            "kernel": np.mean([r["kernel_mean"] for r in ref_results], axis=0),
-            "predictor": np.mean([r["predictor_mean"] for r in ref_results], axis=0),
-        }
+        ref = {"G": float(np.mean([r["G"] for r in ref_results])),
+               "U": float(np.mean([r["U"] for r in ref_results])),
+               "kernel_mean": np.mean([r["kernel_mean"] for r in ref_results], axis=0),
+               "predictor_mean": np.mean([r["predictor_mean"] for r in ref_results], axis=0),
+               "report": {name: list(np.mean([r["report"][name] for r in ref_results], axis=0))
+                          for name in ("G", "U", "kernel", "predictor")}}
         reference_info = {"kind": "runs", "n_particles": mode, "replicates": reference_seeds,
                           "seeds": [s["seed"] for s in ref_specs], "G": ref["G"], "U": ref["U"],
                           "G_per_run": [r["G"] for r in ref_results],
-                          "description": "window- and replicate-averaged large-N runs"}
+                          "description": "large-N runs; at each report step the mean over replicates of their "
+                                         "values at that step, over the window the mean of their window means"}
 
-    # Task "ou": E G(mu_N) is the same for every N (independent Gaussian particles), so the G gap has no
-    # rate to measure (it is pure noise), and the predictor is identically zero: only the kernel is compared.
-    metrics = ["kernel_sq_sup"] if cfg.task == "ou" else ["G_gap", "U_gap", "kernel_sq_sup", "predictor_sq_sup"]
-    theory = {"G_gap": -1.0, "U_gap": -1.0, "kernel_sq_sup": -1.0, "predictor_sq_sup": -1.0}
-    runs = []
+    if cfg.task == "ou":
+        final_metrics, window_metrics, time_metrics = ["kernel_sq_sup"], ["kernel_sq_sup_window"], ["kernel_sq_sup"]
+    else:
+        final_metrics = ["kernel_sq_sup", "predictor_sq_sup"]
+        window_metrics = ["G_gap", "U_gap", "kernel_sq_sup_window", "predictor_sq_sup_window"]
+        time_metrics = ["G_gap_at_t", "kernel_sq_sup", "predictor_sq_sup"]
+    metrics = final_metrics + window_metrics
+    theory = dict.fromkeys(metrics + time_metrics, -1.0)
+
+    runs, per_time = [], [[] for _ in reports]
     for spec, result in zip(specs, results):
         row = {"N": spec["n_particles"], "replicate": spec["replicate"], "seed": spec["seed"],
-               "G": result["G"], "U": result["U"], "G_gap": result["G"] - ref["G"],
-               "U_gap": result["U"] - ref.get("U", 0.0)}
-        if "kernel_sq_sup" in metrics:
-            row["kernel_sq_sup"] = float(np.max((np.asarray(result["kernel_final"]) - ref["kernel"]) ** 2))
-        if "predictor_sq_sup" in metrics:
-            row["predictor_sq_sup"] = float(np.max((np.asarray(result["predictor_final"]) - ref["predictor"])
-                                                   ** 2))
+               "G": result["G"], "U": result["U"]}
+        if "G_gap" in metrics:
+            row["G_gap"] = result["G"] - ref["G"]
+            row["U_gap"] = result["U"] - ref["U"]
+            row["predictor_sq_sup_window"] = _sq_sup(result["predictor_mean"], ref["predictor_mean"])
+        row["kernel_sq_sup_window"] = _sq_sup(result["kernel_mean"], ref["kernel_mean"])
+        for j, at in enumerate(per_time):
+            values = {"N": row["N"], "kernel_sq_sup": _sq_sup(result["report"]["kernel"][j], ref["report"]["kernel"][j])}
+            if cfg.task != "ou":
+                values["predictor_sq_sup"] = _sq_sup(result["report"]["predictor"][j], ref["report"]["predictor"][j])
+                values["G_gap_at_t"] = result["report"]["G"][j] - ref["report"]["G"][j]
+            at.append(values)
+        # The last report step is the last step: the matched last-step errors.
+        row.update((m, per_time[-1][-1][m]) for m in final_metrics)
         runs.append(row)
     table, slopes = summarize("N", Ns, runs, metrics, theory, level=level, n_boot=n_boot, boot_seed=cfg.seed)
+    by_time = {}
+    for metric in time_metrics:
+        by_time[metric] = []
+        for step, at in zip(reports, per_time):
+            rows, fits = summarize("N", Ns, at, [metric], theory, level=level, n_boot=n_boot, boot_seed=cfg.seed)
+            by_time[metric].append({"t": step * cfg.eta, "step": step, "table": rows, "slope": fits[metric]})
+
+    stationarity_info = {"window_times": [s * cfg.eta for s in (cfg.snapshot_steps()[0], cfg.n_steps)],
+                         "by_N": {}}
+    for N in Ns:
+        stationarity_info["by_N"][N] = _stationarity([res for s, res in zip(specs, results)
+                                                      if s["n_particles"] == N], cfg, level)
+    if ref_results:
+        stationarity_info["reference"] = _stationarity(ref_results, cfg, level)
+    verdicts = [v["G"]["stationary"] and v["U"]["stationary"] for v in stationarity_info["by_N"].values()
+                if v is not None and v["G"]["stationary"] is not None]
+    stationarity_info["all_stationary"] = bool(all(verdicts)) if verdicts else None
+
+    diagnostics = {}
+    curvatures = [r["curvature"] for r in ref_results + results if r.get("curvature")]
+    if curvatures:
+        L0 = float(np.median([c["initial"] for c in curvatures]))
+        L1 = float(np.median([c["final"] for c in curvatures]))
+        diagnostics = {"curvature_initial": L0, "curvature_final": L1, "eta_L_initial": cfg.eta * L0,
+                       "eta_L_final": cfg.eta * L1,
+                       "description": "L: largest |eigenvalue| of the Hessian of the first variation over 32 "
+                                      "particles (median over runs), at the first and last steps"}
+    cpu = [r.get("cpu_s") for r in ref_results + results]
+    diagnostics["cpu_s_total"] = float(sum(cpu)) if all(c is not None for c in cpu) else None
     settings = {"Ns": Ns, "seeds": replicates, "reference": reference, "reference_seeds": reference_seeds,
-                "reference_factor": reference_factor,
-                "level": level, "n_boot": n_boot, "seed_derivation": "SeedSequence(config.seed, spawn_key="
-                "(0, N, replicate)); reference runs (1, N_ref, replicate)"}
+                "reference_factor": reference_factor, "report_steps": reports, "level": level, "n_boot": n_boot,
+                "seed_derivation": "mfkern.runner.derive_seed(config.seed, 0, N, replicate); reference runs "
+                                   "(1, N_ref, replicate)"}
     return ErrorSweep(kind="particle", grid_name="N", grid=Ns, config=base, table=table, slopes=slopes,
-                      runs=runs, reference=reference_info, settings=settings)
+                      runs=runs, reference=reference_info, settings=settings, by_time=by_time,
+                      stationarity=stationarity_info, diagnostics=diagnostics)

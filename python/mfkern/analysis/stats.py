@@ -26,7 +26,7 @@ from scipy import stats as _scipy_stats
 from .._validation import as_float_array, integer
 
 __all__ = ["fit_loglog", "bootstrap_loglog", "seed_slope", "STATISTICS", "mean_statistic", "abs_mean_statistic",
-           "root_mean_statistic", "mean_interval"]
+           "root_mean_statistic", "mean_interval", "stationarity"]
 
 
 def mean_statistic(samples):
@@ -227,3 +227,48 @@ def seed_slope(x, groups, statistic="mean", *, level=0.95, n_boot=2000, seed=0):
     out["ci_method"] = (f"delta method on the per-seed means, t with Welch-Satterthwaite df, level {level}; "
                         f"ci_bootstrap: percentile bootstrap over seeds, {n_boot} resamples")
     return out
+
+
+def stationarity(series, times=None, level=0.95):
+    """Is a window of snapshots stationary? Half-difference and trend of each run, with t intervals over runs.
+
+    Parameters
+    ----------
+    series : array-like, shape (runs, snapshots)
+        One scalar (e.g. G) per snapshot of the averaging window, for independent runs (>= 4 snapshots).
+    times : array-like, shape (snapshots,), optional
+        Snapshot times (default 0, 1, ...), for the trend.
+    level : float
+
+    Returns
+    -------
+    dict with ``half_difference`` (mean over runs of: mean of the window's second half minus mean of its
+    first half) and its t interval ``ci`` over runs, ``trend_change`` (mean over runs of the OLS slope
+    against time, times the window's length) and ``trend_ci``, ``window_mean``, ``relative_half_difference``
+    (half_difference / |window_mean|), ``n_runs``, ``n_snapshots`` and ``stationary``: True when both
+    intervals contain 0 (no drift detected at this precision), False when one excludes it, None when there
+    is a single run (no interval). The runs are independent, so the t intervals are valid however strongly
+    the snapshots within one run are correlated.
+    """
+    values = as_float_array(series, "series", ndim=(2,))
+    runs, count = values.shape
+    if count < 4:
+        raise ValueError(f"series must hold at least 4 snapshots per run, got {count}")
+    times = np.arange(count, dtype=float) if times is None else as_float_array(times, "times", ndim=(1,))
+    if times.shape[0] != count:
+        raise ValueError(f"times must have one entry per snapshot ({count}), got {times.shape[0]}")
+    half = count // 2
+    differences = values[:, count - half:].mean(axis=1) - values[:, :half].mean(axis=1)
+    centred = times - times.mean()
+    trends = (values - values.mean(axis=1, keepdims=True)) @ centred / (centred @ centred) * np.ptp(times)
+    diff_mean, diff_ci = mean_interval(differences, level)
+    trend_mean, trend_ci = mean_interval(trends, level)
+    window_mean = float(values.mean())
+    if runs < 2:
+        verdict = None
+    else:
+        verdict = bool(diff_ci[0] <= 0 <= diff_ci[1] and trend_ci[0] <= 0 <= trend_ci[1])
+    return {"half_difference": diff_mean, "ci": diff_ci, "trend_change": trend_mean, "trend_ci": trend_ci,
+            "window_mean": window_mean,
+            "relative_half_difference": diff_mean / abs(window_mean) if window_mean != 0 else float("nan"),
+            "n_runs": int(runs), "n_snapshots": int(count), "stationary": verdict, "level": level}
