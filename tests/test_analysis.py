@@ -605,29 +605,55 @@ def test_advance_equals_single_library_steps_whatever_the_grouping():
 
 
 def test_sweeps_step_only_through_advance(monkeypatch):
-    # Every core Langevin step of a sweep happens inside a system's run(k) (the hook for a faster engine).
+    # Every Langevin step of a sweep happens in a system's run(k), called by advance (no other stepping
+    # path: core.langevin_step is never called).
     import mfkern.analysis._system as system_module
+    from mfkern.engine import Engine
 
-    inside, counts = [False], {"in_run": 0, "outside": 0}
-    original_run, original_step = system_module.LangevinSystem.run, core.langevin_step
+    inside, counts = [False], {"steps_in_advance": 0, "runs_outside": 0, "core_steps": 0}
+    original_advance, original_run, original_step = system_module.advance, Engine.run, core.langevin_step
 
-    def run(self, k):
+    def advance(system, k):
         inside[0] = True
         try:
-            return original_run(self, k)
+            return original_advance(system, k)
         finally:
             inside[0] = False
 
+    def run(self, k, stop=None):
+        result = original_run(self, k, stop)
+        if inside[0]:
+            counts["steps_in_advance"] += result.steps
+        else:
+            counts["runs_outside"] += 1
+        return result
+
     def step(*args, **kwargs):
-        counts["in_run" if inside[0] else "outside"] += 1
+        counts["core_steps"] += 1
         return original_step(*args, **kwargs)
 
-    monkeypatch.setattr(system_module.LangevinSystem, "run", run)
+    import mfkern.analysis.particle as particle_module
+    import mfkern.analysis.timestep as timestep_module
+
+    for module in (system_module, particle_module, timestep_module):
+        monkeypatch.setattr(module, "advance", advance)
+    monkeypatch.setattr(Engine, "run", run)
     monkeypatch.setattr(core, "langevin_step", step)
     particle_error(PRODUCT, Ns=[4], seeds=1, reference=8, reference_seeds=1)
-    assert counts == {"in_run": 2 * PRODUCT.n_steps, "outside": 0}
+    assert counts == {"steps_in_advance": 2 * PRODUCT.n_steps, "runs_outside": 0, "core_steps": 0}
     time_error(PRODUCT, etas=[0.5, 1.0], seeds=1, n_particles=4, horizon=2.0, reference_ratio=4)
-    assert counts == {"in_run": 2 * PRODUCT.n_steps + 16, "outside": 0}  # the reference path: 2 / 0.125 steps
+    # the reference path: 2 / 0.125 steps
+    assert counts == {"steps_in_advance": 2 * PRODUCT.n_steps + 16, "runs_outside": 0, "core_steps": 0}
+
+
+def test_a_diverging_system_raises_and_stays_at_its_last_good_step():
+    from mfkern.analysis import advance, make_system
+
+    X, Y, _ = PRODUCT.data()
+    system = make_system(PRODUCT, X, Y, initial_particles(5, 6, PRODUCT.d, PRODUCT.lam_w), eta=1e150, seed=5)
+    with pytest.raises(FloatingPointError, match="diverged at step"):
+        advance(system, 50)
+    assert np.isfinite(system.particles).all() and system.step < 50
 
 
 def test_derive_seed_is_the_runner_one():

@@ -21,7 +21,7 @@ from ._benchmark import BenchmarkResult, discretization_benchmark
 from ._command import SUITES, add_cli_arguments, plot_by_time, plot_sweep, run_cli, run_suite
 from ._config import TASKS, DiscretizationConfig, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, METRICS, ErrorSweep
-from ._system import LangevinSystem, advance, drift_curvature, make_system
+from ._system import advance, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
 from .particle import particle_error, particle_report_steps, particle_run
 from .stats import (
@@ -46,7 +46,6 @@ __all__ = [
     "SUITES",
     "BenchmarkResult",
     "discretization_benchmark",
-    "LangevinSystem",
     "make_system",
     "advance",
     "drift_curvature",

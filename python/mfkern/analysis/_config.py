@@ -14,7 +14,7 @@ __all__ = ["DiscretizationConfig", "TASKS", "initial_particles", "report_times",
 
 #: Tasks: "product" is the paper's experiment (y = x1 * x2, x ~ N(0, I_d), d >= 2); "ou" switches the data
 #: term off (targets identically zero, so the second layer is zero and every coordinate of every particle is
-#: an independent Ornstein-Uhlenbeck process: the exactly solvable case of docs/theory.md, section 6).
+#: an independent Ornstein-Uhlenbeck process: the exactly solvable case of docs/theory.md, section 10).
 TASKS = ("product", "ou")
 
 #: The Philox counter step reserved for the initial particles: trajectories use steps 0, 1, 2, ... and never
@@ -59,7 +59,7 @@ class DiscretizationConfig:
     data_seed : int
         Seed of the training inputs and of the probe set (fixed across runs: all runs see the same data).
     lam, lam_a, lam_w : float
-        Temperature and regularisation (docs/theory.md, section 1). Initial particles are drawn from the prior
+        Temperature and regularisation (docs/theory.md, section 2). Initial particles are drawn from the prior
         N(0, I / lam_w).
     eta : float
         Step size of particle sweeps (time sweeps take their own grid; their horizon defaults to

@@ -2,11 +2,11 @@
 
 Every Langevin step of every sweep goes through :func:`advance` on a system made by :func:`make_system`
 (the coupled coarse paths of a time sweep, whose Brownian increments are sums of the fine ones, are the
-only steps taken elsewhere, in :mod:`mfkern.analysis.timestep`). A system holds its particles, its data
-and hyper-parameters, its seed and its step counter; ``run(k)`` takes k steps of ``core.langevin_step``
-(the noise of step s is keyed by (seed, s), so k steps at once equal k single steps). A faster engine with
-the same contract (construct from X, Y, the particles, the hyper-parameters, eta and the seed; ``run(k)``;
-``particles`` and ``step`` readable) can be swapped in by changing :func:`make_system` alone.
+only steps taken elsewhere, in :mod:`mfkern.analysis.timestep`). A system is a training engine
+(:class:`mfkern.engine.Engine`): its data, particles, seed and step counter live in C++, and ``run(k)``
+takes k steps there under one GIL release. It uses the second-layer solver of ``core.langevin_step``'s
+default (Woodbury when N < n, else the dense factorisation), so a system's trajectory is bitwise that of
+the same number of ``core.langevin_step`` calls (the noise of step s is keyed by (seed, s)).
 """
 from __future__ import annotations
 
@@ -14,46 +14,26 @@ import numpy as np
 
 from .. import core
 from .._validation import integer
+from ..engine import Engine
 
-__all__ = ["LangevinSystem", "make_system", "advance", "drift_curvature"]
-
-
-class LangevinSystem:
-    """N particles of MFLD on fixed data (X, Y), advanced by ``run(k)``: k Euler-Maruyama steps of size eta.
-
-    Step s adds the noise ``core.particle_noise(seed, s, N, d+1)`` (that of ``core.langevin_step``), so
-    the trajectory does not depend on how the steps are grouped into calls.
-    """
-
-    def __init__(self, X, Y, particles, *, eta, lam, lam_a, lam_w, activation, seed, step=0, n_threads=None):
-        self.X, self.Y = X, Y
-        self._W = np.array(particles, dtype=float, copy=True)
-        self.eta, self.seed, self.step = eta, seed, step
-        self.hyper = {"lam": lam, "lam_a": lam_a, "lam_w": lam_w, "activation": activation}
-        self.n_threads = n_threads
-
-    @property
-    def particles(self):
-        """The current particles W (N, d+1) (a copy: the system's state is not changed through it)."""
-        return self._W.copy()
-
-    def run(self, k):
-        """Take k steps (k >= 0)."""
-        for _ in range(k):
-            self._W = core.langevin_step(self._W, self.X, self.Y, eta=self.eta, seed=self.seed, step=self.step,
-                                         n_threads=self.n_threads, **self.hyper)
-            self.step += 1
-        return self
+__all__ = ["make_system", "advance", "drift_curvature"]
 
 
 def make_system(cfg, X, Y, particles, *, eta, seed, n_threads=None):
-    """The system the sweeps advance: `particles` on data (X, Y) with cfg's hyper-parameters and step eta."""
-    return LangevinSystem(X, Y, particles, eta=eta, seed=seed, n_threads=n_threads, **cfg.hyper)
+    """The system the sweeps advance: an engine with `particles` on data (X, Y), cfg's hyper-parameters and
+    step eta, solving the second layer as ``core.langevin_step`` does by default."""
+    solver = "woodbury" if np.shape(particles)[0] < np.shape(X)[0] else "dense"
+    return Engine(X, Y, particles, eta=eta, seed=seed, n_threads=n_threads, solver=solver, **cfg.hyper)
 
 
 def advance(system, k):
-    """Advance `system` by k steps; returns it. The sweeps step MFLD only through this function."""
-    system.run(integer(k, "k", minimum=0))
+    """Advance `system` by k steps; returns it. The sweeps step MFLD only through this function.
+
+    Raises FloatingPointError (the system left at its last good step) when a step diverges.
+    """
+    result = system.run(integer(k, "k", minimum=0))
+    if result.failed:
+        raise FloatingPointError(f"the MFLD system diverged at step {system.step + 1}: {result.message}")
     return system
 
 

@@ -1,4 +1,4 @@
-"""Closed forms for the exactly solvable cases (docs/theory.md, section 6).
+"""Closed forms for the exactly solvable cases (docs/theory.md, section 10).
 
 With the data term off (targets zero) the drift is lam_w_bar * w, so every coordinate of every particle is
 an independent Euler-Maruyama chain of the Ornstein-Uhlenbeck process dw = -lam_w_bar w dt + sqrt(2 lam) dB:
@@ -54,7 +54,7 @@ def ou_variance_at_step(step, eta, lam, lam_w, initial_variance=None):
 
 
 def erf_kernel(X, X2=None, variance=1.0):
-    """Infinite-width kernel of h(x; w) = erf(u.x + b) with (u, b) ~ N(0, variance I) (docs/theory.md, section 6).
+    """Infinite-width kernel of h(x; w) = erf(u.x + b) with (u, b) ~ N(0, variance I) (docs/theory.md, section 10).
 
     k(x, x') = (2/pi) arcsin( 2 s^2 (x.x' + 1) / sqrt((1 + 2 s^2 (|x|^2 + 1)) (1 + 2 s^2 (|x'|^2 + 1))) ),
     s^2 = variance. Returns the (m, m2) matrix over the rows of X and X2 (X2 None: X itself).

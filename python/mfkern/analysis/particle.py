@@ -161,7 +161,7 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
 
     For every N in `Ns` and every replicate in `seeds`, runs MFLD with N particles from the prior for
     config.n_steps steps of size config.eta (same data, independent seeds) and compares it with the
-    reference, always like with like (docs/theory.md, section 6: every error is O(1/N), slope -1):
+    reference, always like with like (docs/theory.md, section 10: every error is O(1/N), slope -1):
 
     * at the last step (time T = eta n_steps): ``kernel_sq_sup`` = E max over probe pairs of
       (k_W(T) - k_ref(T))^2 and ``predictor_sq_sup`` = E max over probe points of (f_W(T) - f_ref(T))^2,
@@ -238,7 +238,7 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
         ref = _exact_reference(cfg, reports)
         reference_info = {"kind": "exact", "G": ref["G"],
                           "description": "closed form: OU variance at every step, erf kernel "
-                                         "(docs/theory.md, section 6)"}
+                                         "(docs/theory.md, section 10)"}
     else:
         ref = {"G": float(np.mean([r["G"] for r in ref_results])),
                "U": float(np.mean([r["U"] for r in ref_results])),

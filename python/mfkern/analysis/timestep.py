@@ -221,7 +221,7 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
     and the RMS strong error to eta^(1/2). The by-time median distance and far fraction show whether this
     is what happens; the strong error is reported with no theory slope. For task "ou" (a contraction) the table's ``exact`` column holds the exact
     expected errors of G_weak and variance_weak_exact, and the slopes their ``exact_slope`` on the grid
-    (docs/theory.md, section 6). The slopes of G_weak and strong also have
+    (docs/theory.md, section 10). The slopes of G_weak and strong also have
     ``slope_vs_eta_minus_reference``, the OLS slope against eta - reference_eta (an error
     c (eta - reference_eta) gives exactly 1 there). ``stationarity`` checks the window on the reference
     path's G (and on every eta's), and ``diagnostics`` gives the drift's curvature L on the reference path
