@@ -445,21 +445,33 @@ PYBIND11_MODULE(_core, m) {
             e.set_alignment_target(target.data(), target.shape(1));
         }, py::arg("target").noconvert())
         .def("roll_back", [](Engine& e) {
+            py::gil_scoped_release release;  // never wait for the core's lock while holding the GIL
             const blas::Session session;
             return e.roll_back();
         })
         .def_property_readonly("particles", [](const Engine& e) {
             auto out = empty(e.n_particles(), e.dim());
-            const blas::Session session;
-            std::copy(e.particles(), e.particles() + e.n_particles() * e.dim(), out.mutable_data());
+            double* o = out.mutable_data();
+            {
+                // The core's lock is taken with the GIL released: a run() in another thread holds that lock
+                // and takes the GIL between steps (to look at signals), so waiting for it with the GIL would
+                // deadlock.
+                py::gil_scoped_release release;
+                const blas::Session session;
+                std::copy(e.particles(), e.particles() + e.n_particles() * e.dim(), o);
+            }
             return out;
         })
         .def_property_readonly("dual", [](const Engine& e) {
             auto out = empty(e.n(), e.n_tasks());
-            const blas::Session session;
-            const long n = e.n(), t = e.n_tasks();
-            for (long j = 0; j < n; ++j)
-                for (long i = 0; i < t; ++i) out.mutable_data()[j * t + i] = e.dual()[i * n + j];
+            double* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;  // as for particles
+                const blas::Session session;
+                const long n = e.n(), t = e.n_tasks();
+                for (long j = 0; j < n; ++j)
+                    for (long i = 0; i < t; ++i) o[j * t + i] = e.dual()[i * n + j];
+            }
             return out;
         }, "Dual coefficients A (n, T) of the last second-layer solve.")
         .def_property_readonly("has_current_dual", &Engine::has_current_dual)

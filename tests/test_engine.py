@@ -289,3 +289,15 @@ def test_an_ensemble_advances_each_engine_as_run_would(rng):
         run_ensemble([engines[0], engines[0]], 1)
     with pytest.raises(TypeError, match=r"engines\[1\]"):
         run_ensemble([engines[0], "engine"], 1)
+
+
+def test_reading_an_engine_while_another_runs_in_a_thread_does_not_deadlock(rng):
+    # run() holds the core's lock and takes the GIL between steps (signals); a reader of another engine
+    # must not wait for that lock while holding the GIL.
+    X, Y, W = task(rng, 200, 5, 300)
+    busy, other = make(X, Y, W, "dense"), make(X, Y, W, "dense")
+    worker = threading.Thread(target=busy.run, args=(200,), daemon=True)
+    worker.start()
+    reads = [other.particles.sum() + other.dual.sum() for _ in range(200)]
+    worker.join(timeout=120)
+    assert not worker.is_alive() and busy.step == 200 and len(reads) == 200
