@@ -234,7 +234,8 @@ def run_separation(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=
     results = dict(experiment="separation", quick=bool(quick), sizes=sizes, threshold=THRESHOLD, base_seed=base_seed,
                    tuning_seeds=tune_seeds, evaluation_seeds=eval_seeds, mfld_grid=list(MFLD_GRID), tuning=tuning,
                    exponents=exponents, table=table, claims=claims, metadata=metadata(), files=files,
-                   cache=None if cache.path is None else os.fspath(cache.path), n_cached_runs=len(cache))
+                   cache=None if cache.path is None else os.path.relpath(cache.path, out_dir),
+                   n_cached_runs=len(cache))
     results["wall_time"] = time.perf_counter() - t0
     write_outputs(out_dir, "separation", results, _markdown(results, nstar, censoring, S))
     if verbose:
