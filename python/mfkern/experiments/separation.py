@@ -20,7 +20,7 @@ Protocol (docs/protocol.md)
     kernel's (paired over seeds); at the largest d MFLD needs fewer samples than every fixed kernel (paired
     log n*); MFLD's exponent is below k. Censoring can only make a verdict INCONCLUSIVE, never flip it.
 
-Sizes. Full: d in {8, 16, 32, 64}, n in 32..2048 (doubling), N = 256 particles, 1000 steps, 5 evaluation and 2
+Sizes. Full: d in {8, 16, 32, 64}, n in 16..2048 (doubling), N = 256 particles, 1000 steps, 5 evaluation and 2
 tuning seeds, 2000 test points, 5-fold CV. Quick: d in {8, 16}, n in 16..256, N = 64, 150 steps, 2 evaluation
 and 1 tuning seed, 3-fold CV (a smoke test: its verdicts are mostly INCONCLUSIVE by construction).
 """
@@ -48,7 +48,7 @@ TASKS = dict(parity2=("parity", 2), parity3=("parity", 3), product=("product", 2
 THRESHOLD = 0.5
 #: MFLD configurations (inputs scaled by 1/sqrt(d)); one is chosen per (task, d) on tuning seeds.
 MFLD_GRID = tuple(dict(lam=lam, lam_a=0.25, lam_w=lam_w, eta=0.2) for lam in (0.001, 0.004) for lam_w in (1.0, 4.0))
-FULL = dict(tasks=tuple(TASKS), ds=(8, 16, 32, 64), ns=tuple(32 * 2 ** i for i in range(7)), n_test=2000,
+FULL = dict(tasks=tuple(TASKS), ds=(8, 16, 32, 64), ns=tuple(16 * 2 ** i for i in range(8)), n_test=2000,
             eval_seeds=5, tuning_seeds=2, n_particles=256, n_steps=1000, log_every=250, n_folds=5)
 QUICK = dict(tasks=tuple(TASKS), ds=(8, 16), ns=(16, 32, 64, 128, 256), n_test=500, eval_seeds=2, tuning_seeds=1,
              n_particles=64, n_steps=150, log_every=50, n_folds=3)
