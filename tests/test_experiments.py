@@ -245,7 +245,8 @@ def test_fit_baseline_init_kernel_is_sklearn_ridge_on_numpy_features():
     W0 = rng.standard_normal((30, 5))
     res = fit_baseline("init_kernel", X, y, Xt, seed=1, W0=W0)
     alpha = res["params"]["model__alpha"]
-    H, Ht = np.tanh(X @ W0[:, :-1].T + W0[:, -1]) / math.sqrt(30), np.tanh(Xt @ W0[:, :-1].T + W0[:, -1]) / math.sqrt(30)
+    H = np.tanh(X @ W0[:, :-1].T + W0[:, -1]) / math.sqrt(30)
+    Ht = np.tanh(Xt @ W0[:, :-1].T + W0[:, -1]) / math.sqrt(30)
     expected = Ridge(alpha=alpha, fit_intercept=False).fit(H, y).predict(Ht)
     np.testing.assert_allclose(res["pred"], expected, rtol=1e-7, atol=1e-10)
     # = kernel ridge with the initial intrinsic kernel (the MFLD predictor at step 0 for that ridge)

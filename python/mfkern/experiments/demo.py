@@ -189,7 +189,8 @@ def _plot(results, out_dir):
                           ("parameter_alignment", ax[2], "parameter alignment with span(e1, e2)"),
                           ("dof", ax[3], "degrees of freedom")):
         for i, r in enumerate(mfld):
-            a.plot(steps, r["history"][key], color="k", alpha=0.6, lw=1, label="MFLD, one line per seed" if i == 0 else None)
+            a.plot(steps, r["history"][key], color="k", alpha=0.6, lw=1,
+                   label="MFLD, one line per seed" if i == 0 else None)
         a.set_title(title)
         a.set_xlabel("Langevin step")
     for j, (b, runs) in enumerate(results["baselines"].items()):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import core
 from .._validation import as_float_array, integer, non_negative
 from ..runner import derive_seed
 
@@ -119,8 +118,3 @@ def population_alignment(K, f):
     k2 = (np.sum(K * K) - np.sum(np.diag(K) ** 2)) / off
     return float(num / (np.mean(f * f) * math.sqrt(k2)))
 
-
-def gram_alignment(W, X, f, activation="tanh", n_threads=None):
-    """(in-sample alignment of the Gram of W at X with f, population estimate on the same points)."""
-    K = core.gram(W, X, activation=activation, n_threads=n_threads)
-    return core.kernel_alignment(K, f), population_alignment(K, f)
