@@ -72,6 +72,7 @@ def run_demo(out_dir="mfkern-results", quick=False, seed=0, *, n_jobs=1, n_threa
         Threads of the core in each run (default 1).
     """
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     s = dict(QUICK_SETTINGS if quick else DEMO_SETTINGS)
@@ -111,7 +112,7 @@ def run_demo(out_dir="mfkern-results", quick=False, seed=0, *, n_jobs=1, n_threa
     results = dict(experiment="demo", quick=bool(quick), settings=s, base_seed=int(seed), tuning_seeds=tune_seeds,
                    evaluation_seeds=eval_seeds, mfld_grid=[list(p) for p in MFLD_GRID],
                    tuning=dict(index=tuning["index"], table=tuning["table"]), mfld_config=config, mfld=mfld,
-                   baselines=base, claims=claims, metadata=metadata(), n_cached_runs=len(cache))
+                   baselines=base, claims=claims, metadata=meta, n_cached_runs=len(cache))
     results["files"] = [os.path.join(out_dir, name) for name in ("demo.json", "demo.md")]
     results["files"] += _plot(results, out_dir)
     comparison, diag = _tables(results)

@@ -157,6 +157,7 @@ def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
              cache_dir=None, verbose=True):
     """Reproduce Fig. 1 in both settings; writes fig1.json/.md/.png and returns the results."""
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     os.makedirs(out_dir, exist_ok=True)
     sizes = dict(QUICK if quick else FULL)
     if seeds is not None:
@@ -185,7 +186,7 @@ def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
     png = plot_curves(os.path.join(out_dir, "fig1.png"), runs, settings, "sigma",
                       f"Fig. 1: x1*x2, d = {sizes['d']}, n = {sizes['n']}, label noise sigma in the data")
     results = dict(experiment="fig1", quick=bool(quick), sizes=sizes, settings=list(settings), base_seed=base_seed,
-                   evaluation_seeds=eval_seeds, tuning=tuning, claims=claims, metadata=metadata(), files=[png],
+                   evaluation_seeds=eval_seeds, tuning=tuning, claims=claims, metadata=meta, files=[png],
                    runs={s: {f"{lv:g}": g for lv, g in runs[s].items()} for s in settings}, n_cached_runs=n_cached)
     results["wall_time"] = time.perf_counter() - t0
     markdown = (f"# fig1: label noise sigma in the data\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, N = "

@@ -34,6 +34,7 @@ def run_fig2(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
              cache_dir=None, verbose=True):
     """Reproduce Fig. 2 in both settings; writes fig2.json/.md/.png and returns the results."""
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     os.makedirs(out_dir, exist_ok=True)
     sizes = dict(QUICK if quick else FULL)
     if seeds is not None:
@@ -62,7 +63,7 @@ def run_fig2(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
     png = plot_curves(os.path.join(out_dir, "fig2.png"), runs, settings, "s",
                       f"Fig. 2: label-noise procedure at level s (data noise sigma = {sizes['sigma']:g})")
     results = dict(experiment="fig2", quick=bool(quick), sizes=sizes, settings=list(settings), base_seed=base_seed,
-                   evaluation_seeds=eval_seeds, tuning=tuning, claims=claims, metadata=metadata(), files=[png],
+                   evaluation_seeds=eval_seeds, tuning=tuning, claims=claims, metadata=meta, files=[png],
                    runs={s: {f"{lv:g}": g for lv, g in runs[s].items()} for s in settings}, n_cached_runs=n_cached)
     results["wall_time"] = time.perf_counter() - t0
     markdown = (f"# fig2: the label-noise procedure\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, data noise "

@@ -112,6 +112,7 @@ def run_parity(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, c
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     cache = open_cache(os.path.join(out_dir, "cache") if cache_dir is None else cache_dir, "parity")
     tune_seeds = protocol.tuning_seeds(base_seed, "parity", config.tuning_seeds)
     eval_seeds = protocol.evaluation_seeds(base_seed, "parity", config.eval_seeds)
@@ -173,7 +174,7 @@ def run_parity(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, c
     files = [_plot(summary, config, out_dir, S)]
     result = dict(experiment="parity", quick=bool(quick), config=asdict(config), base_seed=base_seed,
                   tuning_seeds=tune_seeds, evaluation_seeds=eval_seeds, mfld_grid=list(MFLD_GRID), tuning=tuning,
-                  methods=METHOD_LABELS, summary=summary, claims=claims, metadata=metadata(), wall_time=wall,
+                  methods=METHOD_LABELS, summary=summary, claims=claims, metadata=meta, wall_time=wall,
                   files=files, n_cached_runs=len(cache),
                   runs=[dict(k=k, d=d, n=n, seed_index=si, method=m, result=r) for (k, d, n, si, m), r in out.items()])
     write_outputs(out_dir, "parity", result, _markdown(result, summary, config, quick, wall, S))

@@ -131,6 +131,7 @@ def run_separation(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=
         Folder of the run cache (``separation.jsonl``); default ``out_dir/cache``.
     """
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     os.makedirs(out_dir, exist_ok=True)
     sizes = dict(QUICK if quick else FULL)
     if seeds is not None:
@@ -233,7 +234,7 @@ def run_separation(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=
     files = [_plot(out_dir, tasks, ds, ns, nstar, censoring, S, sizes)]
     results = dict(experiment="separation", quick=bool(quick), sizes=sizes, threshold=THRESHOLD, base_seed=base_seed,
                    tuning_seeds=tune_seeds, evaluation_seeds=eval_seeds, mfld_grid=list(MFLD_GRID), tuning=tuning,
-                   exponents=exponents, table=table, claims=claims, metadata=metadata(), files=files,
+                   exponents=exponents, table=table, claims=claims, metadata=meta, files=files,
                    cache=None if cache.path is None else os.path.relpath(cache.path, out_dir),
                    n_cached_runs=len(cache))
     results["wall_time"] = time.perf_counter() - t0

@@ -60,6 +60,7 @@ def run_single_index(out_dir="mfkern-results", *, quick=False, seeds=None, n_job
                      verbose=True):
     """Alignments at initialisation and at the end against d; writes single-index.json/.md/.png."""
     t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
     os.makedirs(out_dir, exist_ok=True)
     sizes = dict(QUICK if quick else FULL)
     if seeds is not None:
@@ -146,7 +147,7 @@ def run_single_index(out_dir="mfkern-results", *, quick=False, seeds=None, n_job
     results = dict(experiment="single-index", quick=bool(quick), sizes=sizes, base_seed=base_seed,
                    tuning_seeds=tune_seeds, evaluation_seeds=eval_seeds, mfld_grid=list(MFLD_GRID),
                    tuning=dict(chosen=point, table=rows), summary=summary, claims=claims,
-                   runs=[dict(spec=s, result=r) for s, r in zip(specs, runs)], metadata=metadata(), files=files,
+                   runs=[dict(spec=s, result=r) for s, r in zip(specs, runs)], metadata=meta, files=files,
                    n_cached_runs=len(cache))
     results["wall_time"] = time.perf_counter() - t0
     table = markdown_table(["d", "n", "lam", "lam_a", "parameter alignment init -> end",
