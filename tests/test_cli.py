@@ -17,6 +17,7 @@ from mfkern import cli  # noqa: E402
 from mfkern.experiments import demo, single_index  # noqa: E402
 
 TINY = dict(n_test=40, n_particles=12, n_steps=4, log_every=2)
+TINY_DEMO = dict(TINY, n=25, n_test=50, n_steps=4, log_every=2)
 
 
 def _python_m(*args, cwd):
@@ -46,7 +47,7 @@ def test_subcommand_help_exits_zero(command, capsys):
     out = capsys.readouterr().out
     assert "--out" in out
     if command == ["reproduce"]:
-        for option in ("--quick", "--seeds", "fig1", "single-index", "all", "--n-jobs", "--setting"):
+        for option in ("--quick", "--seeds", "fig1", "single-index", "all", "--n-jobs", "--list-claims", "CLAIM"):
             assert option in out
 
 
@@ -55,12 +56,24 @@ def test_no_command_prints_help_and_returns_2(capsys):
     assert "usage: mfkern" in capsys.readouterr().out
 
 
+def test_reproduce_without_or_with_an_unknown_target_returns_2(capsys):
+    assert cli.main(["reproduce"]) == 2
+    assert cli.main(["reproduce", "fig3"]) == 2
+    assert "unknown experiment or claim 'fig3'" in capsys.readouterr().err
+
+
+def test_reproduce_lists_the_claims(capsys):
+    assert cli.main(["reproduce", "--list-claims"]) == 0
+    out = capsys.readouterr().out
+    for cid in ("separation-parity2-exponent", "single-index-param-omega1", "fig1-paper-dof-rises",
+                "parity-k3-d16", "demo-mfld-beats-every-kernel"):
+        assert cid in out
+
+
 @pytest.mark.parametrize("argv", [
-    ["reproduce"],                              # experiment missing
-    ["reproduce", "fig3"],                      # unknown experiment
     ["reproduce", "fig1", "--seeds", "0"],      # seeds must be positive
     ["reproduce", "fig1", "--seeds", "two"],
-    ["reproduce", "fig1", "--setting", "other"],
+    ["reproduce", "fig1", "--setting", "paper"],  # no such option any more: fig1 runs both settings
     ["demo", "--seed", "-1"],
     ["demo", "--bogus"],
     ["nonsense"],
@@ -95,14 +108,14 @@ def test_other_commands_do_not_import_the_analysis_module(monkeypatch, capsys):
 
 
 def test_demo_command_writes_results(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "QUICK_SETTINGS", dict(demo.QUICK_SETTINGS, n=25, **TINY))
+    monkeypatch.setattr(demo, "QUICK_SETTINGS", dict(demo.QUICK_SETTINGS, **TINY_DEMO))
     out = tmp_path / "res"
     assert cli.main(["demo", "--quick", "--out", str(out), "--seed", "2", "--n-threads", "1"]) == 0
     assert "| MFLD (two-timescale) |" in capsys.readouterr().out
-    for name in ("demo.json", "demo.md", "demo_training.png", "demo_comparison.png"):
+    for name in ("demo.json", "demo.md", "demo_training.png", "demo_comparison.png", "cache/demo.jsonl"):
         assert (out / name).stat().st_size > 0
     with open(out / "demo.json") as fh:
-        assert json.load(fh)["seeds"]["base"] == 2
+        assert json.load(fh)["base_seed"] == 2
 
 
 def test_demo_into_a_file_path_exits_2(tmp_path, capsys):
@@ -113,15 +126,27 @@ def test_demo_into_a_file_path_exits_2(tmp_path, capsys):
 
 
 def test_reproduce_single_index_quick_writes_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(single_index, "QUICK", dict(single_index.QUICK, ds=(3, 5), n_per_d=5, **TINY))
-    assert cli.main(["reproduce", "single-index", "--quick", "--seeds", "1", "--out", str(tmp_path),
-                     "--setting", "paper", "--seed", "7"]) == 0
+    monkeypatch.setattr(single_index, "QUICK", dict(single_index.QUICK, ds=(3, 5), c_n=3, n_fresh=20, **TINY))
+    assert cli.main(["reproduce", "single-index", "--quick", "--seeds", "2", "--out", str(tmp_path),
+                     "--seed", "7"]) == 0
     for ext in ("json", "md", "png"):
         assert os.path.getsize(tmp_path / f"single-index.{ext}") > 0
     with open(tmp_path / "single-index.json") as fh:
         data = json.load(fh)
-    assert data["setting"] == "paper" and data["base_seed"] == 7 and data["n_seeds"] == 1
-    assert all(run["config"]["lam_w"] == 0.25 and run["config"]["input_scale"] == 1.0 for run in data["runs"])
+    assert data["base_seed"] == 7 and len(data["evaluation_seeds"]) == 2
+
+
+def test_reproduce_one_claim_reuses_the_cache_and_gives_the_same_verdict(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(single_index, "QUICK", dict(single_index.QUICK, ds=(3, 5), c_n=3, n_fresh=20, **TINY))
+    assert cli.main(["reproduce", "single-index", "--quick", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "single-index.json") as fh:
+        verdict = {c["id"]: c["verdict"] for c in json.load(fh)["claims"]}["single-index-param-rises"]
+    lines = (tmp_path / "cache" / "single-index.jsonl").read_text().count("\n")
+    capsys.readouterr()
+    assert cli.main(["reproduce", "single-index-param-rises", "--quick", "--out", str(tmp_path)]) == 0
+    assert f"**{verdict}** `single-index-param-rises`" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "single-index.jsonl").read_text().count("\n") == lines  # nothing rerun
+    assert (tmp_path / "claims" / "single-index-param-rises" / "single-index.json").exists()
 
 
 def test_reproduce_all_runs_every_experiment_with_the_options(monkeypatch):
@@ -133,27 +158,19 @@ def test_reproduce_all_runs_every_experiment_with_the_options(monkeypatch):
     assert [c[0] for c in calls] == ["fig1", "fig2", "separation", "single-index", "parity"]
     for _, out, kw in calls:
         assert out == "somewhere"
-        assert kw == dict(quick=True, seeds=3, n_jobs=2, setting="normalised", base_seed=0)
+        assert kw == dict(quick=True, seeds=3, n_jobs=2, base_seed=0)
 
 
-def test_run_experiment_passes_only_the_options_an_experiment_accepts(monkeypatch, tmp_path):
-    """`parity` (another module's experiment) takes no `setting`/`base_seed`; the dispatcher must not pass them."""
-    import types
-
+def test_run_experiment_refuses_unknown_names_and_options(tmp_path):
     import mfkern.experiments as experiments
 
-    seen = {}
-
-    def run_parity(out_dir, *, quick=False, seeds=None, n_jobs=1, verbose=True):
-        seen.update(out_dir=out_dir, quick=quick, seeds=seeds, n_jobs=n_jobs, verbose=verbose)
-
-    monkeypatch.setitem(sys.modules, "mfkern.experiments.parity", types.SimpleNamespace(run_parity=run_parity))
-    experiments.run_experiment("parity", tmp_path, quick=True, seeds=2, n_jobs=1, setting="paper", base_seed=3)
-    assert seen == dict(out_dir=tmp_path, quick=True, seeds=2, n_jobs=1, verbose=True)
     with pytest.raises(ValueError, match="name"):
         experiments.run_experiment("fig9", tmp_path)
-    with pytest.raises(ValueError, match="setting"):
-        experiments.run_experiment("fig1", tmp_path, setting="other")
+    with pytest.raises(ValueError, match="does not take"):
+        experiments.run_experiment("fig1", tmp_path, tasks=("parity2",))
+    with pytest.raises(ValueError, match="unknown claim"):
+        experiments.experiment_of_claim("nope")
+    assert experiments.experiment_of_claim("separation-product-dmax") == ("separation", {"tasks": ("product",)})
 
 
 def test_reproduce_with_a_missing_component_exits_2(monkeypatch, capsys):

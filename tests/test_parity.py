@@ -1,22 +1,27 @@
-"""Tests of ``mfkern reproduce parity`` (mfkern.experiments.parity): the wiring at a tiny size (files, JSON
-schema, summary = runs), the baselines against scikit-learn and the classifier computed independently here,
-and the summary logic."""
+"""Tests of ``mfkern reproduce parity`` (mfkern.experiments.parity): wiring at a tiny size (files, JSON, claims
+from the runs), the MFLD job against MeanFieldClassifier run directly, a baseline against scikit-learn, resume."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.svm import SVC
 
-from mfkern import core
-from mfkern.classifier import MeanFieldClassifier
-from mfkern.experiments.common import make_task
-from mfkern.experiments.parity import METHODS, ParityConfig, _verdict, parity_run, reached, run_parity
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
 
-TINY = ParityConfig(ks=(2,), ds=(4,), ns=(24, 48), seeds=2, n_test=200, n_particles=20, n_steps=20, log_every=10)
+from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+
+from mfkern.classifier import MeanFieldClassifier  # noqa: E402
+from mfkern.experiments import protocol  # noqa: E402
+from mfkern.experiments.mfld import baseline_job  # noqa: E402
+from mfkern.experiments.parity import METHODS, ParityConfig, parity_job, run_parity  # noqa: E402
+from mfkern.experiments.tasks import make_task  # noqa: E402
+from mfkern.runner import derive_seed  # noqa: E402
+
+TINY = ParityConfig(ks=(2,), ds=(4,), ns=(24, 48), eval_seeds=2, tuning_seeds=1, n_test=200, n_particles=16,
+                    n_steps=10, log_every=5)
 
 
 @pytest.fixture(scope="module")
@@ -25,74 +30,59 @@ def tiny_result(tmp_path_factory):
     return run_parity(out, config=TINY, verbose=False), out
 
 
-def test_writes_json_markdown_and_figures(tiny_result):
+def test_writes_json_markdown_figure_and_cache(tiny_result):
     result, out = tiny_result
-    assert sorted(p.name for p in out.iterdir()) == ["parity.json", "parity.md", "parity.png", "parity_training.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "parity.json", "parity.md", "parity.png"]
     data = json.loads((out / "parity.json").read_text())
-    assert data["experiment"] == "parity" and data["config"] == json.loads(json.dumps(asdict(TINY)))
-    assert {"versions", "platform", "timestamp"} <= set(data["metadata"])
-    assert data["wall_time"] > 0 and data["learned_threshold"] == 0.9
-    assert len(data["runs"]) == 2 * 2  # ns x seeds
-    for run in data["runs"]:
-        assert set(run["methods"]) == set(METHODS)
-        for stats in run["methods"].values():
-            assert 0 <= stats["test_accuracy"] <= 1
-        history = run["mfld_history"]
-        assert history["step"] == [0, 10, 20]
-        assert all(len(values) == 3 for values in history.values())
-    assert (out / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = (out / "parity.md").read_text()
-    assert "| k | d | n |" in text and data["verdict"] in text
+    assert data["experiment"] == "parity" and data["wall_time"] > 0
+    assert {"versions", "commit", "platform", "timestamp"} <= set(data["metadata"])
+    assert not set(data["evaluation_seeds"]) & set(data["tuning_seeds"])
+    assert len(data["runs"]) == 2 * 2 * (1 + len(METHODS) - 2)  # ns x seeds x (mfld + tuned baselines)
+    assert [c["id"] for c in data["claims"]] == ["parity-k2-d4"]
+    assert "| k | d | n |" in (out / "parity.md").read_text()
 
 
-def test_summary_is_the_mean_and_std_over_seeds(tiny_result):
+def test_claim_is_the_paired_interval_of_the_mean_accuracy_over_n(tiny_result):
     result, _ = tiny_result
-    for row in result["summary"]:
-        cell = [r for r in result["runs"] if (r["k"], r["d"], r["n"]) == (row["k"], row["d"], row["n"])]
-        assert len(cell) == TINY.seeds
-        for method in METHODS:
-            values = [r["methods"][method]["test_accuracy"] for r in cell]
-            assert row[method]["mean"] == pytest.approx(np.mean(values), abs=1e-12)
-            assert row[method]["std"] == pytest.approx(np.std(values), abs=1e-12)
-    for threshold in result["thresholds"]:
-        rows = [r for r in result["summary"] if (r["k"], r["d"]) == (threshold["k"], threshold["d"])]
-        assert threshold["mfld"] == reached([r["n"] for r in rows], [r["mfld"]["mean"] for r in rows])
+    runs = result["runs"]
+
+    def mean_acc(method):
+        return [np.mean([r["result"]["test_accuracy"] for r in runs if r["method"] == method and r["seed_index"] == s])
+                for s in range(TINY.eval_seeds)]
+
+    claim = result["claims"][0]
+    for part, baseline in zip(claim["parts"], METHODS[2:]):
+        expected = protocol.paired_interval(mean_acc("mfld"), mean_acc(baseline))
+        assert part["interval"]["estimate"] == pytest.approx(expected["estimate"])
+        assert part["interval"]["low"] == pytest.approx(expected["low"])
+    assert claim["verdict"] == protocol.all_of(p["verdict"] for p in claim["parts"])
 
 
-def test_one_run_agrees_with_the_classifier_and_scikit_learn():
-    """MFLD and the step-0 baseline replayed with MeanFieldClassifier; the SVC on the initial Gram with
-    scikit-learn directly."""
-    k, d, n, seed = 2, 5, 40, 3
-    run = parity_run(k=k, d=d, n=n, seed=seed, config=asdict(TINY))
-    task = make_task("parity", n, d, k=k, seed=seed, n_test=TINY.n_test)
-    est = MeanFieldClassifier(n_particles=TINY.n_particles, n_steps=TINY.n_steps, lam=TINY.lam, lam_a=TINY.lam_a,
-                              lam_w=TINY.lam_w, eta=TINY.eta, random_state=run["methods"]["mfld"]["random_state"])
-    est.fit(task.X, task.f_train)
-    assert run["methods"]["mfld"]["test_accuracy"] == est.score(task.X_test, task.f_test)
-    lazy = est.set_params(n_steps=0).fit(task.X, task.f_train)
-    assert run["methods"]["init_kernel_klr"]["test_accuracy"] == lazy.score(task.X_test, task.f_test)
-    W0 = lazy.particles_
-    folds = StratifiedKFold(3, shuffle=True, random_state=0)
-    svc = GridSearchCV(SVC(kernel="precomputed"), {"C": list(np.logspace(-2, 3, 6))}, cv=folds)
-    svc.fit(core.gram(W0, task.X), task.f_train)
-    expected = np.mean(svc.predict(core.gram(W0, task.X_test, task.X)) == task.f_test)
-    assert run["methods"]["init_kernel_svc"]["test_accuracy"] == pytest.approx(expected, abs=1e-12)
-    assert run["methods"]["init_kernel_svc"]["C"] == svc.best_params_["C"]
+def test_mfld_job_is_the_classifier_and_svc_baseline_is_sklearn():
+    task = dict(name="parity", n=40, d=5, k=2, seed=3, n_test=TINY.n_test)
+    config = dict(lam=0.01, lam_a=1.0, lam_w=4.0, eta=0.5, n_particles=16, n_steps=10, log_every=5)
+    run = parity_job(dict(job="mfld", task=task, config=config, seed=7))
+    t = make_task(**task)
+    est = MeanFieldClassifier(n_particles=16, n_steps=10, lam=0.01, lam_a=1.0, lam_w=4.0, eta=0.5, random_state=7)
+    est.fit(t.X, t.f_train)
+    assert run["test_accuracy"] == est.score(t.X_test, t.f_test)
+    assert run["step0_accuracy"] == est.set_params(n_steps=0).fit(t.X, t.f_train).score(t.X_test, t.f_test)
+    particles = dict(n_particles=16, lam_w=4.0, input_scale=1.0, seed=7, activation="tanh")
+    res = baseline_job(dict(job="baseline", task=task, baseline="svc_rbf", n_folds=3, particles=particles))
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=derive_seed(7, "folds", "svc_rbf") % 2**32)
+                 .split(t.X, t.f_train))
+    C, gamma = res["params"]["C"], res["params"]["gamma"]
+    gs = GridSearchCV(SVC(kernel="rbf"), {"C": [C], "gamma": [gamma]}, cv=folds).fit(t.X, t.f_train)
+    assert res["cv_score"] == pytest.approx(gs.best_score_)
+    assert res["test_accuracy"] == pytest.approx(np.mean(gs.predict(t.X_test) == t.f_test))
 
 
-def test_reached_and_verdict():
-    assert reached([50, 100, 200], [0.6, 0.95, 0.99]) == 100
-    assert reached([50, 100], [0.6, 0.7]) is None
-    thresholds = [dict(k=2, d=8, mfld=50, init_kernel_klr=None, init_kernel_klr_cv=200, init_kernel_svc=200,
-                       rbf_svc=50),
-                  dict(k=2, d=16, mfld=100, init_kernel_klr=None, init_kernel_klr_cv=None, init_kernel_svc=None,
-                       rbf_svc=200),
-                  dict(k=3, d=16, mfld=None, init_kernel_klr=None, init_kernel_klr_cv=None, init_kernel_svc=None,
-                       rbf_svc=400)]
-    text = _verdict(thresholds, TINY)
-    assert "smaller n than every fixed kernel for: k = 2, d = 16." in text
-    assert "same n of the grid for: k = 2, d = 8." in text
-    assert "does NOT for: k = 3, d = 16" in text
+def test_rerun_resumes_from_the_cache(tiny_result):
+    result, out = tiny_result
+    lines = (out / "cache" / "parity.jsonl").read_text().count("\n")
+    again = run_parity(out, config=TINY, verbose=False)
+    assert (out / "cache" / "parity.jsonl").read_text().count("\n") == lines
+    assert again["claims"] == result["claims"]
 
 
 def test_bad_seeds_are_refused(tmp_path):

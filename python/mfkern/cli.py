@@ -3,9 +3,10 @@
 ``mfkern demo``
     MFLD against fixed-kernel baselines on the paper's task (f(x) = x1*x2, d = 15); prints a table and
     writes JSON, markdown and PNG figures to ``./mfkern-results`` (or ``--out``). See :mod:`mfkern.experiments.demo`.
-``mfkern reproduce {fig1,fig2,separation,single-index,parity,all} [--quick] [--seeds K] [--out DIR] [--n-jobs J]
-[--setting {normalised,paper}] [--seed S]``
-    The paper's claims (sections 4 and 5), one experiment or all. See :mod:`mfkern.experiments`.
+``mfkern reproduce {fig1,fig2,separation,single-index,parity,all,CLAIM} [--quick] [--seeds K] [--out DIR]
+[--n-jobs J] [--seed S] [--list-claims]``
+    The paper's claims (sections 4 and 5) with verdicts, one experiment, all, or one claim by its id.
+    See :mod:`mfkern.experiments` and docs/protocol.md.
 ``mfkern discretization ...``
     The discretisation-error sweeps of :mod:`mfkern.analysis` (imported only for this subcommand).
 ``mfkern train ...``
@@ -86,30 +87,32 @@ def build_parser(load_discretization=False):
     demo.add_argument("--quick", action="store_true", help="a tiny version (seconds) for smoke tests")
     demo.add_argument("--n-threads", metavar="T", type=_positive_int, default=None,
                       help="threads for the core (default: the OpenMP/BLAS defaults)")
+    demo.add_argument("--n-jobs", metavar="J", type=_positive_int, default=1,
+                      help="processes for independent runs (default: %(default)s)")
     demo.set_defaults(handler=_run_demo)
 
-    rep = sub.add_parser("reproduce", help="reproduce the paper's figures and claims",
-                         description="Reproduce the claims of the paper's sections 4 and 5: fig1 (alignment, dof "
-                                     "and test loss for several label-noise levels), fig2 (the label-noise "
-                                     "procedure), separation (test MSE against n, MFLD vs fixed kernels), "
-                                     "single-index (alignments against d), parity (k-sparse parities, "
-                                     "MeanFieldClassifier vs fixed kernels). Writes <name>.json, <name>.md and "
-                                     "<name>*.png to --out. The 'setting' and 'seed' options do not apply to "
-                                     "parity, which has its own fixed settings.")
-    rep.add_argument("experiment", choices=EXPERIMENT_CHOICES, help="which experiment (all: every one)")
+    rep = sub.add_parser("reproduce", help="reproduce the paper's claims with verdicts (HOLDS/FAILS/INCONCLUSIVE)",
+                         description="Reproduce the claims of the paper's sections 4 and 5 under the protocol of "
+                                     "docs/protocol.md: fig1 (alignment and dof for several label-noise levels), "
+                                     "fig2 (the label-noise procedure), separation (samples needed against d, MFLD vs "
+                                     "tuned fixed kernels), single-index (alignments against d at the theorem's "
+                                     "scalings), parity (k-sparse parities, MeanFieldClassifier vs tuned kernels); "
+                                     "'all' runs every one; a claim id (e.g. separation-parity2-exponent; "
+                                     "--list-claims) reruns only what that claim needs and prints its verdict. "
+                                     "Writes <name>.json, <name>.md and <name>*.png to --out and caches every run "
+                                     "in --out/cache, so that a rerun or an interrupted run resumes.")
+    rep.add_argument("experiment", nargs="?", metavar="{" + ",".join(EXPERIMENT_CHOICES) + ",CLAIM}",
+                     help="an experiment, 'all', or a claim id")
+    rep.add_argument("--list-claims", action="store_true", help="list the claim ids and exit")
     rep.add_argument("--quick", action="store_true",
-                     help="small sizes that finish in minutes (default: the paper's N = 2000, 10,000 steps)")
+                     help="small sizes that finish in minutes (a smoke test: verdicts mostly INCONCLUSIVE)")
     rep.add_argument("--seeds", metavar="K", type=_positive_int, default=None,
-                     help="number of seeds (default: 5, the paper's; 2 with --quick)")
+                     help="number of evaluation seeds (default: 5; 2 with --quick)")
     rep.add_argument("--out", metavar="DIR", default="mfkern-results", help="output folder (default: %(default)s)")
     rep.add_argument("--n-jobs", metavar="J", type=_positive_int, default=1,
                      help="processes for independent runs (default: %(default)s)")
-    rep.add_argument("--setting", choices=("normalised", "paper"), default="normalised",
-                     help="hyper-parameters: 'normalised' (the paper's lam, lam_a, eta; lam_w = 4 and inputs / "
-                          "sqrt(d), see mfkern.experiments.demo) or 'paper' (exactly the paper's; the tanh "
-                          "features start saturated) (default: %(default)s)")
     rep.add_argument("--seed", metavar="S", type=_seed, default=0,
-                     help="base seed; every run's seeds derive from it (default: %(default)s)")
+                     help="base seed; every tuning and evaluation seed derives from it (default: %(default)s)")
     rep.set_defaults(handler=_run_reproduce)
 
     error = _add_discretization(sub, load_discretization)
@@ -122,22 +125,41 @@ def build_parser(load_discretization=False):
 def _run_demo(args):
     from .experiments.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, n_threads=args.n_threads, verbose=True)
+    run_demo(args.out, quick=args.quick, seed=args.seed, n_jobs=args.n_jobs, n_threads=args.n_threads, verbose=True)
     return 0
 
 
 def _run_reproduce(args):
-    from .experiments import EXPERIMENTS, run_experiment
+    from .experiments import EXPERIMENTS, claim_ids, reproduce_claim, run_experiment
 
-    names = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
-    for name in names:
-        print(f"== mfkern reproduce {name}{' --quick' if args.quick else ''}", flush=True)
-        try:
-            run_experiment(name, args.out, quick=args.quick, seeds=args.seeds, n_jobs=args.n_jobs,
-                           setting=args.setting, base_seed=args.seed)
-        except ImportError as exc:  # an optional dependency (matplotlib, for the figures) is missing
-            print(f"mfkern reproduce {name}: cannot run, a component is missing: {exc}", file=sys.stderr)
+    if args.list_claims:
+        for cid, name in sorted(claim_ids().items()):
+            print(f"{cid}  ({name})")
+        return 0
+    if args.experiment is None:
+        print("mfkern reproduce: error: give an experiment, 'all' or a claim id (--list-claims)", file=sys.stderr)
+        return 2
+    choice = args.experiment
+    try:
+        if choice in EXPERIMENT_CHOICES:
+            names = EXPERIMENTS if choice == "all" else (choice,)
+            for name in names:
+                print(f"== mfkern reproduce {name}{' --quick' if args.quick else ''}", flush=True)
+                run_experiment(name, args.out, quick=args.quick, seeds=args.seeds, n_jobs=args.n_jobs,
+                               base_seed=args.seed)
+            return 0
+        if choice not in claim_ids():
+            print(f"mfkern reproduce: error: unknown experiment or claim {choice!r} (experiments: "
+                  f"{', '.join(EXPERIMENT_CHOICES)}; claims: mfkern reproduce --list-claims)", file=sys.stderr)
             return 2
+        record = reproduce_claim(choice, args.out, quick=args.quick, seeds=args.seeds, n_jobs=args.n_jobs,
+                                 base_seed=args.seed, verbose=False)
+    except ImportError as exc:  # an optional component (e.g. the classifier of `parity`) is missing
+        print(f"mfkern reproduce {choice}: cannot run, a component is missing: {exc}", file=sys.stderr)
+        return 2
+    from .experiments.protocol import claims_markdown
+
+    print(claims_markdown([record]))
     return 0
 
 

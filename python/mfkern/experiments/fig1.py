@@ -1,172 +1,211 @@
 """``mfkern reproduce fig1``: training curves for several label-noise levels sigma of the data (paper, Fig. 1).
 
-Task: f(x) = x1*x2, x ~ N(0, I_15), training labels f(x) + Uniform[-sigma, sigma]; test MSE against the
-clean f. Curves over training (mean +- std over seeds): kernel alignment of the Gram with the clean target
-f(X_train), degrees of freedom tr[K (K + n lam lam_a I)^{-1}], test MSE.
+Task: f(x) = x1*x2, x ~ N(0, I_15), n = 200 training labels f(x) + Uniform[-sigma, sigma], sigma in
+{0, 0.5, 1, 2}; test MSE against the clean f on 2000 fresh points. Curves over training (mean and 95% t band
+over seeds): kernel alignment of the training Gram with the clean target f(X_train), degrees of freedom
+tr[K (K + n lam lam_a I)^{-1}], test MSE. For each evaluation seed the inputs and the initial particles are
+shared across sigma (only the noise scale changes), so comparisons across sigma are paired.
 
-Paper's claims checked: alignment and dof rise during training; larger sigma gives larger dof.
+Claims (docs/theory.md, section 7; verdicts by docs/protocol.md): alignment and dof rise during training (at
+every sigma: paired final - initial); larger sigma gives larger final dof (every consecutive pair of levels).
 
-Choices the paper leaves open (fixed here): n = 500 (quick: 200) training points, 2000 (quick: 1000) test
-points, sigma in {0, 0.5, 1, 2} (quick: {0, 1, 2}); for each seed the inputs are shared across sigma and
-only the noise scale changes. Default sizes are the paper's (N = 2000, 10,000 steps, 5 seeds: hours on 2
-cores: a step at n = 500, N = 2000 costs about 60 ms, so a run takes 10-15 min and the 20 runs about 4 h,
-or 2-3 h with ``--n-jobs 2``); ``--quick`` uses N = 300 and 800 steps (measured: 18 s with ``--n-jobs 2``).
-Hyper-parameters: the "normalised" setting of
-:data:`mfkern.experiments.common.SETTINGS` (the paper's lam, lam_a, eta; lam_w = 4 and inputs / sqrt(d),
-see :mod:`mfkern.experiments.demo` for the measurements behind it); ``setting="paper"`` runs the paper's.
+Two settings, both at the paper's sizes (N = 2000, 10,000 steps, 5 evaluation seeds; n = 200 is our choice,
+the paper does not state n):
+* ``paper``: exactly the paper's hyper-parameters (lam = 0.004, lam_a = lam_w = 0.25, eta = 0.2, raw inputs);
+  nothing is tuned.
+* ``normalised``: the paper's lam, lam_a, eta on inputs / sqrt(d), with lam_w chosen from
+  :data:`NORMALISED_LAM_W` on tuning seeds (validation MSE, sigma = 0 for fig1, the fixed data noise for fig2).
+Quick: n = 100, N = 200, 400 steps, sigma in {0, 1, 2}, 2 evaluation seeds, 1 tuning seed.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import numpy as np
 
-from .common import (
-    band,
-    claim,
-    claims_markdown,
-    derive_seed,
-    markdown_table,
-    metadata,
-    mfld_config,
-    parse_seeds,
-    pyplot,
-    run_grid,
-    stack,
-    write_outputs,
-)
+from . import protocol
+from ..runner import derive_seed
+from .mfld import PAPER_SETTING, config_dict, mfld_job, open_cache, run_jobs, tune
+from .results import markdown_table, metadata, pyplot, write_outputs
 
-__all__ = ["run_fig1", "FULL", "QUICK", "curve_sweep"]
+__all__ = ["run_fig1", "FULL", "QUICK", "SETTINGS", "NORMALISED_LAM_W", "curve_sweep", "setting_config",
+           "CLAIMS"]
 
-FULL = dict(task="product", d=15, n=500, n_test=2000, levels=(0.0, 0.5, 1.0, 2.0), n_particles=2000,
-            n_steps=10000, log_every=200)
-QUICK = dict(task="product", d=15, n=200, n_test=1000, levels=(0.0, 1.0, 2.0), n_particles=300, n_steps=800,
-             log_every=50)
-
+SETTINGS = ("normalised", "paper")
+#: lam_w grid of the normalised setting (inputs / sqrt(d)); one value is chosen on tuning seeds.
+NORMALISED_LAM_W = (0.25, 1.0, 4.0)
+FULL = dict(d=15, n=200, n_test=2000, n_fresh=500, levels=(0.0, 0.5, 1.0, 2.0), n_particles=2000, n_steps=10000,
+            log_every=200, eval_seeds=5, tuning_seeds=2)
+QUICK = dict(d=15, n=100, n_test=500, n_fresh=200, levels=(0.0, 1.0, 2.0), n_particles=200, n_steps=400,
+             log_every=50, eval_seeds=2, tuning_seeds=1)
 CURVES = (("kernel_alignment", "kernel alignment with f(X_train)"), ("dof", "degrees of freedom"),
           ("test_mse", "test MSE (clean target)"))
+CLAIMS = tuple(f"fig1-{s}-{c}" for s in SETTINGS for c in ("alignment-rises", "dof-rises", "dof-grows-with-sigma"))
 
 
-def curve_sweep(name, *, variable, label, sizes, out_dir, seeds, n_jobs, setting, base_seed, task_for,
-                config_for, title, verbose=True):
-    """Run MFLD for every level of `variable` and seed; write <name>.json/.md/.png; return the results.
+def setting_config(setting, sizes, lam_w=None, **overrides):
+    """The MFLD configuration of a setting ("paper", or "normalised" with the given lam_w)."""
+    values = dict(PAPER_SETTING)
+    if setting == "normalised":
+        if lam_w is None:
+            raise ValueError("the normalised setting needs its tuned lam_w")
+        values.update(lam_w=float(lam_w), input_scale=1.0 / math.sqrt(sizes["d"]))
+    elif setting != "paper":
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    values.update(overrides)
+    return config_dict(n_particles=sizes["n_particles"], n_steps=sizes["n_steps"], log_every=sizes["log_every"],
+                       **values)
 
-    `task_for(level, data_seed)` gives the kwargs of make_task, `config_for(level)` the MFLDConfig overrides.
-    """
-    t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
-    levels = list(sizes["levels"])
-    cases = []
-    for level in levels:
-        for s in range(seeds):
-            config = mfld_config(setting, sizes["d"], n_particles=sizes["n_particles"], n_steps=sizes["n_steps"],
-                                 log_every=sizes["log_every"], **config_for(level))
-            cases.append(dict(task_kwargs=task_for(level, derive_seed(base_seed, name, "data", s)),
-                              config=config.as_dict(), seed=derive_seed(base_seed, name, "mfld", s)))
+
+def tune_normalised(name, sizes, *, sigma, base_seed, cache, n_jobs, verbose):
+    """lam_w of the normalised setting, chosen on tuning seeds by the final validation MSE."""
+    seeds = protocol.tuning_seeds(base_seed, name, sizes["tuning_seeds"])
+    tasks = [dict(name="product", n=sizes["n"], d=sizes["d"], seed=s, sigma=sigma, n_test=sizes["n_test"])
+             for s in seeds]
+    configs = [setting_config("normalised", sizes, lam_w=v) for v in NORMALISED_LAM_W]
     if verbose:
-        print(f"{name}: {len(cases)} runs ({len(levels)} levels of {variable} x {seeds} seeds), "
-              f"N = {sizes['n_particles']}, {sizes['n_steps']} steps, n = {sizes['n']}", flush=True)
-    runs = run_grid(cases, n_jobs=n_jobs, progress=(lambda m: print(m, flush=True)) if verbose else None)
-    for run, case in zip(runs, cases):
-        run[variable] = case["config"].get(variable, case["task_kwargs"].get(variable))
+        print(f"{name}: tuning lam_w of the normalised setting ({len(configs)} values x {len(seeds)} seed(s))",
+              flush=True)
+    res = tune(configs, tasks, [derive_seed(s, "mfld") for s in seeds], cache=cache, n_jobs=n_jobs, kind=name)
+    res["lam_w"] = NORMALISED_LAM_W[res["index"]]
+    res["tuning_seeds"] = seeds
+    return res
 
-    summary, curves = [], {}
-    for level in levels:
-        group = [r for r in runs if r[variable] == level]
-        row = {variable: level}
-        for key, _ in CURVES:
-            steps, values = stack(group, key)
-            curves[(level, key)] = (steps, values)
-            row[f"{key}_initial_mean"], row[f"{key}_initial_std"] = values[:, 0].mean(), values[:, 0].std()
-            row[f"{key}_final_mean"], row[f"{key}_final_std"] = values[:, -1].mean(), values[:, -1].std()
-            row[f"{key}_rise_all_seeds"] = bool(np.all(values[:, -1] > values[:, 0]))
-        summary.append(row)
+
+def curve_sweep(name, *, variable, label, sizes, settings, out_dir, base_seed, n_jobs, cache_dir, task_for,
+                config_for, tuning_sigma, verbose):
+    """Run MFLD for every setting, level of `variable` and evaluation seed; returns (runs, tuning, seeds).
+
+    runs[setting][level] is a list (one per evaluation seed) of mfld_job results.
+    """
+    cache = open_cache(os.path.join(out_dir, "cache") if cache_dir is None else cache_dir, name)
+    eval_seeds = protocol.evaluation_seeds(base_seed, name, sizes["eval_seeds"])
+    tuning, runs = {}, {}
+    for setting in settings:
+        lam_w = None
+        if setting == "normalised":
+            tuning[setting] = tune_normalised(name, sizes, sigma=tuning_sigma, base_seed=base_seed, cache=cache,
+                                              n_jobs=n_jobs, verbose=verbose)
+            lam_w = tuning[setting]["lam_w"]
+        specs = [dict(task=task_for(level, seed), config=setting_config(setting, sizes, lam_w, **config_for(level)),
+                      seed=derive_seed(seed, "mfld"), n_fresh=sizes["n_fresh"])
+                 for level in sizes["levels"] for seed in eval_seeds]
+        if verbose:
+            print(f"{name} ({setting}): {len(specs)} runs", flush=True)
+        results = run_jobs(mfld_job, name, specs, cache=cache, n_jobs=n_jobs)
+        S = len(eval_seeds)
+        runs[setting] = {level: results[i * S:(i + 1) * S] for i, level in enumerate(sizes["levels"])}
+    return runs, tuning, eval_seeds, len(cache)
+
+
+def curve_values(group, key, when):
+    """Per-seed initial/final values of a history curve."""
+    return np.array([r[when][key] for r in group])
+
+
+def rises_claim(claim_id, text, runs_s, key, label):
+    """Paired final - initial > 0 at every level."""
+    parts = [protocol.part(f"{label} = {level:g}: final - initial {key}",
+                           protocol.paired_interval(curve_values(g, key, "final"), curve_values(g, key, "initial")),
+                           ">", 0.0) for level, g in runs_s.items()]
+    return protocol.claim(claim_id, text, protocol.all_of(p["verdict"] for p in parts), parts=parts)
+
+
+def plot_curves(path, runs, settings, label, title):
+    from scipy import stats
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(15, 4), constrained_layout=True)
-    for ax, (key, title_k) in zip(axes, CURVES):
-        for level in levels:
-            steps, values = curves[(level, key)]
-            band(ax, steps, values, f"{label} = {level:g}")
-        ax.set_title(title_k)
-        ax.set_xlabel("Langevin step")
-        if key == "test_mse":
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{title} (mean +- std over {seeds} seeds, setting '{setting}')")
-    png = os.path.join(out_dir, f"{name}.png")
-    fig.savefig(png, dpi=110)
+    fig, axes = plt.subplots(len(settings), len(CURVES), figsize=(15, 3.9 * len(settings)), squeeze=False,
+                             constrained_layout=True)
+    for row, setting in enumerate(settings):
+        for ax, (key, title_k) in zip(axes[row], CURVES):
+            for level, group in runs[setting].items():
+                steps = np.asarray(group[0]["history"]["step"])
+                values = np.array([r["history"][key] for r in group])
+                mean = values.mean(axis=0)
+                S = values.shape[0]
+                line, = ax.plot(steps, mean, label=f"{label} = {level:g}")
+                if S > 1:
+                    half = stats.t.ppf(0.975, S - 1) * values.std(axis=0, ddof=1) / math.sqrt(S)
+                    ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
+            ax.set_title(f"{setting}: {title_k}", fontsize=10)
+            ax.set_xlabel("Langevin step")
+            if key == "test_mse":
+                ax.set_yscale("log")
+            ax.legend(fontsize=8)
+    fig.suptitle(title + " (mean and 95% t band over evaluation seeds)")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
-    headers = [label, "kernel alignment init -> end", "dof init -> end", "test MSE init -> end"]
+
+def summary_table(runs, settings, label):
     rows = []
-    for row in summary:
-        cells = [f"{row[variable]:g}"]
-        for key, _ in CURVES:
-            cells.append(f"{row[key + '_initial_mean']:.4g} -> {row[key + '_final_mean']:.4g} "
-                         f"(+- {row[key + '_final_std']:.2g})")
-        rows.append(cells)
-    results = dict(experiment=name, variable=variable, setting=setting, sizes=sizes, n_seeds=seeds,
-                   base_seed=base_seed, summary=summary, runs=runs, metadata=metadata(), files=[png])
-    return results, rows, headers, t0
+    for setting in settings:
+        for level, group in runs[setting].items():
+            cells = [setting, f"{level:g}"]
+            for key, _ in CURVES:
+                iv = protocol.mean_interval(curve_values(group, key, "final"))
+                cells.append(f"{curve_values(group, key, 'initial').mean():.4g} -> {protocol.format_interval(iv, 4)}")
+            rows.append(cells)
+    return markdown_table(["setting", label] + [f"{t} init -> end" for _, t in CURVES], rows)
 
 
-def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, setting="normalised", base_seed=0,
-             verbose=True):
-    """Reproduce Fig. 1: alignment, dof and test MSE over training for several data label-noise levels.
-
-    Parameters
-    ----------
-    out_dir : str
-        Output folder (fig1.json, fig1.md, fig1.png).
-    quick : bool
-        Small sizes (:data:`QUICK`) instead of the paper's (:data:`FULL`).
-    seeds : int or None
-        Seeds per level (default 5; 2 with `quick`).
-    n_jobs : int
-        Processes.
-    setting : str
-        Hyper-parameter setting of :data:`mfkern.experiments.common.SETTINGS`.
-    base_seed : int
-        Every run's seeds derive from it.
-
-    Returns
-    -------
-    dict: ``summary`` (per sigma: initial/final mean and std of each curve), ``claims``, ``runs`` (every
-    run's history), sizes, seeds, metadata, ``wall_time``, ``files``.
-    """
+def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, settings=SETTINGS, base_seed=0,
+             cache_dir=None, verbose=True):
+    """Reproduce Fig. 1 in both settings; writes fig1.json/.md/.png and returns the results."""
+    t0 = time.perf_counter()
+    meta = metadata()  # at the start: the commit of the code that runs
+    os.makedirs(out_dir, exist_ok=True)
     sizes = dict(QUICK if quick else FULL)
-    seeds = parse_seeds(seeds, quick)
-    results, rows, headers, t0 = curve_sweep(
-        "fig1", variable="sigma", label="sigma", sizes=sizes, out_dir=out_dir, seeds=seeds, n_jobs=n_jobs,
-        setting=setting, base_seed=base_seed,
-        task_for=lambda level, s: dict(name=sizes["task"], n=sizes["n"], d=sizes["d"], seed=s, sigma=level,
-                                       n_test=sizes["n_test"]),
-        config_for=lambda level: {}, title="Fig. 1: x1*x2, d = 15, label noise sigma in the data",
-        verbose=verbose)
-    summary = results["summary"]
-    dof_final = [row["dof_final_mean"] for row in summary]
-    claims = [
-        claim("kernel alignment rises during training", all(r["kernel_alignment_rise_all_seeds"] for r in summary),
-              "final > initial for every sigma and seed: " + ", ".join(
-                  f"sigma={r['sigma']:g}: {r['kernel_alignment_initial_mean']:.3g} -> "
-                  f"{r['kernel_alignment_final_mean']:.3g}" for r in summary)),
-        claim("degrees of freedom rise during training", all(r["dof_rise_all_seeds"] for r in summary),
-              "final > initial for every sigma and seed: " + ", ".join(
-                  f"sigma={r['sigma']:g}: {r['dof_initial_mean']:.3g} -> {r['dof_final_mean']:.3g}"
-                  for r in summary)),
-        claim("larger sigma gives larger dof (final, mean over seeds)", bool(np.all(np.diff(dof_final) > 0)),
-              "final dof by sigma: " + ", ".join(f"{r['sigma']:g}: {r['dof_final_mean']:.3g}" for r in summary)),
-    ]
-    results["claims"] = claims
+    if seeds is not None:
+        sizes["eval_seeds"] = int(seeds)
+    settings = tuple(settings)
+    runs, tuning, eval_seeds, n_cached = curve_sweep(
+        "fig1", variable="sigma", label="sigma", sizes=sizes, settings=settings, out_dir=out_dir,
+        base_seed=base_seed, n_jobs=n_jobs, cache_dir=cache_dir,
+        task_for=lambda level, seed: dict(name="product", n=sizes["n"], d=sizes["d"], seed=seed, sigma=level,
+                                          n_test=sizes["n_test"]),
+        config_for=lambda level: {}, tuning_sigma=0.0, verbose=verbose)
+    claims = []
+    for setting in settings:
+        rs = runs[setting]
+        claims.append(rises_claim(f"fig1-{setting}-alignment-rises", f"{setting}: kernel alignment rises during "
+                                  "training at every sigma", rs, "kernel_alignment", "sigma"))
+        claims.append(rises_claim(f"fig1-{setting}-dof-rises", f"{setting}: degrees of freedom rise during training "
+                                  "at every sigma", rs, "dof", "sigma"))
+        levels = list(rs)
+        parts = [protocol.part(f"final dof(sigma = {b:g}) - dof(sigma = {a:g})",
+                               protocol.paired_interval(curve_values(rs[b], "dof", "final"),
+                                                        curve_values(rs[a], "dof", "final")), ">", 0.0)
+                 for a, b in zip(levels, levels[1:])]
+        claims.append(protocol.claim(f"fig1-{setting}-dof-grows-with-sigma", f"{setting}: larger sigma gives "
+                                     "larger final dof", protocol.all_of(p["verdict"] for p in parts), parts=parts))
+    png = plot_curves(os.path.join(out_dir, "fig1.png"), runs, settings, "sigma",
+                      f"Fig. 1: x1*x2, d = {sizes['d']}, n = {sizes['n']}, label noise sigma in the data")
+    results = dict(experiment="fig1", quick=bool(quick), sizes=sizes, settings=list(settings), base_seed=base_seed,
+                   evaluation_seeds=eval_seeds, tuning=tuning, claims=claims, metadata=meta, files=[png],
+                   runs={s: {f"{lv:g}": g for lv, g in runs[s].items()} for s in settings}, n_cached_runs=n_cached)
     results["wall_time"] = time.perf_counter() - t0
-    markdown = (f"# fig1: label noise sigma in the data\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, "
-                f"N = {sizes['n_particles']}, {sizes['n_steps']} steps, {seeds} seeds, setting '{setting}', "
+    markdown = (f"# fig1: label noise sigma in the data\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, N = "
+                f"{sizes['n_particles']}, {sizes['n_steps']} steps, {len(eval_seeds)} evaluation seeds, "
                 f"{'quick' if quick else 'full'} sizes; wall time {results['wall_time']:.0f} s. "
-                "Values: mean over seeds (+- std at the end).\n\n" + markdown_table(headers, rows)
-                + "\n\nPaper's claims:\n\n" + claims_markdown(claims) + "\n")
+                + _settings_text(tuning) + " Values: initial mean -> final mean [95% t interval].\n\n"
+                + summary_table(runs, settings, "sigma") + "\n\n## Claims\n\n" + protocol.claims_markdown(claims)
+                + "\n")
     write_outputs(out_dir, "fig1", results, markdown)
     if verbose:
-        print(markdown)
+        print(markdown, flush=True)
     return results
+
+
+def _settings_text(tuning):
+    text = "Settings: 'paper' = lam 0.004, lam_a = lam_w = 0.25, eta 0.2, raw inputs (not tuned)"
+    if "normalised" in tuning:
+        t = tuning["normalised"]
+        means = ", ".join(f"{NORMALISED_LAM_W[i]:g}: {row['mean']:.3g}" for i, row in enumerate(t["table"]))
+        text += (f"; 'normalised' = the same on inputs / sqrt(d) with lam_w = {t['lam_w']:g}, chosen on "
+                 f"{len(t['tuning_seeds'])} tuning seed(s) (validation MSE by lam_w: {means})")
+    return text + "."
