@@ -217,8 +217,6 @@ OUTSIDE = re.compile("|".join([re.escape("../" + "shared"), r"PAPER\.md", r"TOOL
                                r"ARCHI" + r"TECTURE\.md"]))
 SKIP_DIRS = {".git", "build", "dist", "third_party", "__pycache__", ".venv", "venv", ".pytest_cache",
              "mfkern-results", ".hypothesis"}
-#: Files of other parts of the project that still cite outside documents (see the xfail below).
-OTHERS = ("python/mfkern/analysis/", "python/mfkern/experiments/", "bench/results/discretization.json")
 
 
 def repository_text_files():
@@ -242,15 +240,8 @@ def outside_citations():
 
 @pytest.mark.skipif(not IN_REPOSITORY, reason="checks the repository's files (not found next to the tests)")
 def test_no_file_cites_a_document_outside_the_repository():
-    hits = [hit for hit in outside_citations() if not hit.startswith(OTHERS)]
+    hits = outside_citations()
     assert not hits, f"cite docs/theory.md sections instead: {hits}"
-
-
-@pytest.mark.skipif(not IN_REPOSITORY, reason="checks the repository's files (not found next to the tests)")
-@pytest.mark.xfail(strict=True, reason="python/mfkern/analysis/ and python/mfkern/experiments/ (and the "
-                                       "generated bench/results/discretization.json) still cite outside documents")
-def test_no_file_anywhere_cites_a_document_outside_the_repository():
-    assert not outside_citations()
 
 
 # ------------------------------------------------------------------------------- the compiled module's stub

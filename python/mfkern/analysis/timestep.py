@@ -1,3 +1,14 @@
+"""Time-discretisation error: MFLD with step eta against a much finer step, synchronously coupled (O(eta)).
+
+Coupling: all step sizes are integer multiples r * eta_ref of the reference step and share one Brownian
+path. The fine increments are sqrt(eta_ref) * xi_j with xi_j = ``core.particle_noise(seed, j, N, d+1)``
+(exactly the noise ``core.langevin_step`` adds at step j, so the reference path *is* the library's
+dynamics with step eta_ref, advanced by :func:`mfkern.analysis._system.advance`). A coarse step of size
+eta = r eta_ref covering fine steps j0..j0+r-1 uses their sum as its Brownian increment, so every path is
+driven by the same Brownian motion: the weak error (difference of expectations, docs/theory.md, section 10)
+is measured at several times with the coupling shrinking its variance, and the strong error (distance
+between coupled paths) is reported without a theory slope.
+"""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""End-to-end experiments: the demo and the reproduction of the paper's claims (docs/theory.md, sections 4-7).
+"""End-to-end experiments: the demo and the reproduction of the paper's claims (docs/theory.md, sections 6, 7 and 11).
 
 Every experiment follows one protocol (docs/protocol.md, implemented in :mod:`~mfkern.experiments.protocol`):
 hyper-parameters chosen on tuning seeds or by CV inside the training set, evaluation on fresh seeds, 95%

@@ -17,7 +17,7 @@ What it runs (docs/protocol.md)
 The tuning budget: MFLD sees 4 configurations on 2 tuning seeds (8 trainings); each baseline scores at least
 20 configurations by 5-fold CV on every training set. The budget favours the baselines.
 
-Why n = 100: the separation in docs/theory.md, section 7 is about n between d log d (about 40 for d = 15)
+Why n = 100: the separation in docs/theory.md, section 11 is about n between d log d (about 40 for d = 15)
 and d^2 (225); n = 100 lies in between. ``mfkern reproduce separation`` maps the sample size needed against d.
 Runs are cached in ``<out>/cache/demo.jsonl``: a second ``mfkern demo`` with the same output folder reuses them.
 """

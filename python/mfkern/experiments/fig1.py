@@ -6,7 +6,7 @@ over seeds): kernel alignment of the training Gram with the clean target f(X_tra
 tr[K (K + n lam lam_a I)^{-1}], test MSE. For each evaluation seed the inputs and the initial particles are
 shared across sigma (only the noise scale changes), so comparisons across sigma are paired.
 
-Claims (docs/theory.md, section 7; verdicts by docs/protocol.md): alignment and dof rise during training (at
+Claims (docs/theory.md, section 11; verdicts by docs/protocol.md): alignment and dof rise during training (at
 every sigma: paired final - initial); larger sigma gives larger final dof (every consecutive pair of levels).
 
 Two settings, both at the paper's sizes (N = 2000, 10,000 steps, 5 evaluation seeds; n = 200 is our choice,

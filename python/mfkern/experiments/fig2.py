@@ -1,12 +1,12 @@
 """``mfkern reproduce fig2``: the label-noise procedure at several levels s (paper, section 5 and Fig. 2).
 
 Task: f(x) = x1*x2, x ~ N(0, I_15), n = 200 training labels with data noise Uniform[-1, 1] (sigma = 1, fixed);
-MFLD with the label-noise procedure (docs/theory.md, section 5: each step fits the second layer to Y + E,
+MFLD with the label-noise procedure (docs/theory.md, section 6: each step fits the second layer to Y + E,
 E ~ Uniform[-s, s], scored with Y) at s in {0, 0.5, 1, 2}; s = 0 is plain MFLD. For each evaluation seed the
 data and the initial particles are shared across s, so comparisons with s = 0 are paired.
 
 Claims (verdicts by docs/protocol.md): at every s > 0 the final dof and the final test MSE are lower than at
-s = 0. In expectation the procedure penalises (s^2/(6n)) dof (docs/theory.md, section 5).
+s = 0. In expectation the procedure penalises (s^2/(6n)) dof (docs/theory.md, section 6).
 Settings and sizes as in :mod:`mfkern.experiments.fig1` (the normalised setting's lam_w is tuned on tuning
 seeds with s = 0 and the same data noise).
 """

@@ -47,7 +47,7 @@ class MFLDConfig:
         return dict(self.__dict__)
 
 
-#: The paper's hyper-parameters (docs/theory.md, section 7) on raw inputs.
+#: The paper's hyper-parameters (docs/theory.md, section 11) on raw inputs.
 PAPER_SETTING = dict(lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, input_scale=1.0)
 
 

@@ -1,6 +1,6 @@
 """``mfkern reproduce parity``: k-sparse parities on the hypercube, classification, MFLD against fixed kernels.
 
-The task (docs/theory.md, section 7; the classification counterpart of ``separation``): x uniform on
+The task (docs/theory.md, section 11; the classification counterpart of ``separation``): x uniform on
 {-1, 1}^d, label y = x1 * x2 * ... * xk in {-1, +1}, no label noise, k in {2, 3}. For every (k, d) and every
 training size n of a grid, the test accuracy on 2000 fresh points (chance 0.5) of
 

@@ -1,6 +1,6 @@
 """``mfkern reproduce separation``: the sample size n* each method needs, as a function of d.
 
-The claim (docs/theory.md, section 7): MFLD learns sparse targets with n = O(d log d) samples, while any
+The claim (docs/theory.md, section 11): MFLD learns sparse targets with n = O(d log d) samples, while any
 fixed kernel needs n = Omega(d^k) for a degree-k sparse target. Measured here, for each task
 
 * ``parity2``, ``parity3``: f(x) = x1 x2 (x3) with x uniform on {-1, 1}^d (k = 2, 3);

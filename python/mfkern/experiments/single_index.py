@@ -2,7 +2,7 @@
 
 Target: f(x) = g(u*.x), u* = e1, g(z) = (z^2 - 1)/sqrt(2) (unit variance), x ~ N(0, I_d), clean labels,
 n = ceil(c_n d ln d) training points (the theorem's O(d log d) regime). MFLD at the theorem's scalings
-(docs/theory.md, section 7): lam = c_lam / (d ln d), lam_a = c_a d ln d (so the ridge n lam lam_a does not
+(docs/theory.md, section 11): lam = c_lam / (d ln d), lam_a = c_a d ln d (so the ridge n lam lam_a does not
 depend on d), inputs / sqrt(d), lam_w = 1. The claims: kernel alignment goes from O(1/sqrt d) at
 initialisation to Omega(1), parameter alignment (1/N) sum_k (u_k.u*)^2/||u_k||^2 from O(1/d) to Omega(1).
 

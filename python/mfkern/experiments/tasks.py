@@ -107,7 +107,7 @@ def subspace_alignment(W, subspace):
 def population_alignment(K, f):
     """Population kernel alignment E[k(x,x') f(x) f(x')] / (E[f^2] sqrt(E[k(x,x')^2])) estimated from the
     Gram K of m fresh i.i.d. points and f at those points, with off-diagonal (U-statistic) averages so that
-    the diagonal k(x, x) does not bias it (the in-sample alignment of docs/theory.md, section 4, keeps it)."""
+    the diagonal k(x, x) does not bias it (the in-sample alignment of docs/theory.md, section 7, keeps it)."""
     K = as_float_array(K, "K", ndim=(2,))
     f = as_float_array(f, "f", ndim=(1,))
     m = f.size
