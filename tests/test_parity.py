@@ -66,7 +66,8 @@ def test_one_run_agrees_with_the_classifier_and_scikit_learn():
     run = parity_run(k=k, d=d, n=n, seed=seed, config=asdict(TINY))
     task = make_task("parity", n, d, k=k, seed=seed, n_test=TINY.n_test)
     est = MeanFieldClassifier(n_particles=TINY.n_particles, n_steps=TINY.n_steps, lam=TINY.lam, lam_a=TINY.lam_a,
-                              lam_w=TINY.lam_w, eta=TINY.eta, random_state=run["methods"]["mfld"]["random_state"])
+                              lam_w=TINY.lam_w, eta=TINY.eta, random_state=run["methods"]["mfld"]["random_state"],
+                              input_scale=1.0)
     est.fit(task.X, task.f_train)
     assert run["methods"]["mfld"]["test_accuracy"] == est.score(task.X_test, task.f_test)
     lazy = est.set_params(n_steps=0).fit(task.X, task.f_train)

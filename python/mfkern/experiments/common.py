@@ -494,7 +494,7 @@ def run_mfld(task, config, *, seed, n_threads=None, track_alignment=True):
     est = Estimator(n_particles=config.n_particles, lam=config.lam, lam_a=config.lam_a, lam_w=config.lam_w,
                     eta=config.eta, n_steps=config.n_steps, activation=config.activation,
                     label_noise=config.label_noise, random_state=seed, n_threads=n_threads,
-                    log_every=config.log_every, callbacks=[record])
+                    log_every=config.log_every, callbacks=[record], input_scale=1.0)  # X is scaled above
     t0 = time.perf_counter()
     est.fit(X, task.y, X_val=X_test, y_val=task.f_test)
     wall = time.perf_counter() - t0

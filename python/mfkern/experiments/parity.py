@@ -138,7 +138,8 @@ def parity_run(*, k, d, n, seed, config, n_threads=1):
     random_state = derive_seed(seed, "parity-mfld", k, d, n)
     est = MeanFieldClassifier(n_particles=config.n_particles, n_steps=config.n_steps, log_every=config.log_every,
                               lam=config.lam, lam_a=config.lam_a, lam_w=config.lam_w, eta=config.eta,
-                              random_state=random_state, n_threads=n_threads, callbacks=[record])
+                              random_state=random_state, n_threads=n_threads, callbacks=[record],
+                              input_scale=1.0)
     t0 = time.perf_counter()
     est.fit(X, y, X_val=X_test, y_val=y_test)
     wall = time.perf_counter() - t0
