@@ -377,7 +377,10 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # number of threads.
 
 _PANEL_ROWS = 256
-_FORCING = 0.5
+# Inexact-Newton forcing: CG stops at a residual of min(_FORCING, sqrt|g|) |g|. Measured on digits (n = 1347,
+# T = 10, N = 2000, warm starts along MFLD): 0.5 took 7.1 Newton and 45 CG iterations per step, 0.1 took 5.3
+# and 42, 0.01 took 4.0 and 46 (tol 1e-8).
+_FORCING = 0.1
 
 
 def _panels(size):

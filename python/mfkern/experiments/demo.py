@@ -230,7 +230,10 @@ def run_demo(out_dir="mfkern-results", quick=False, seed=0, *, n_threads=None, v
                    task=task.params, mfld=mfld, baselines=baselines,
                    zero_predictor_mse=float(np.mean(task.f_test ** 2)), metadata=metadata())
     results["files"] = [os.path.join(out_dir, name) for name in ("demo.json", "demo.md")]
-    results["files"] += _plot(results, out_dir, settings)
+    try:
+        results["files"] += _plot(results, out_dir, settings)
+    except ImportError as exc:  # matplotlib is optional: the tables and JSON do not need it
+        print(f"  no figures: {exc}", flush=True)
     comparison, diag = _tables(results)
     results["tables"] = dict(comparison=comparison, diagnostics=diag)
     results["wall_time"] = time.perf_counter() - t0
