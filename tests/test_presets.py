@@ -33,7 +33,7 @@ def classification_task(rng, n=45, d=9):
 def test_auto_scale_is_a_model_on_inputs_divided_by_sqrt_d(rng, Estimator, task):
     X, y = task(rng)
     X_new = rng.standard_normal((12, X.shape[1]))
-    scale = 1.0 / math.sqrt(X.shape[1])
+    scale = 0.5 / math.sqrt(X.shape[1])
     auto = Estimator(random_state=0, **SMALL).fit(X, y)
     plain = Estimator(random_state=0, input_scale=1.0, **SMALL).fit(X * scale, y)
     assert auto.input_scale_ == scale and plain.input_scale_ == 1.0
@@ -75,7 +75,7 @@ def test_presets_resolve_only_what_is_left_at_none(rng):
     assert est.get_params()["lam"] is None and est.get_params()["preset"] == "paper"
     assert clone(est).get_params() == est.get_params()
     default = MeanFieldRegressor(random_state=2, n_particles=40, n_steps=0).fit(X, y)
-    assert default.input_scale_ == 1.0 / 3.0  # "auto" for d = 9
+    assert default.input_scale_ == 0.5 / 3.0  # "auto" for d = 9
     assert PRESETS["default"]["n_steps"] == MeanFieldRegressor().set_params(n_steps=None)._resolved("n_steps")
 
 
@@ -98,7 +98,7 @@ def test_bad_scale_or_preset_raise_at_fit_naming_the_parameter(rng, Estimator, p
 def test_warm_start_must_keep_the_input_scale(rng):
     X, y = regression_task(rng)
     est = MeanFieldRegressor(random_state=0, **SMALL).fit(X, y)
-    with pytest.raises(ValueError, match="input_scale resolves to 1 but .* input_scale_ = 0.333"):
+    with pytest.raises(ValueError, match="input_scale resolves to 1 but .* input_scale_ = 0.166667"):
         est.set_params(warm_start=True, input_scale=1.0).fit(X, y)
 
 
@@ -113,7 +113,7 @@ def saturation_warnings(est, X, y):
                                              (MeanFieldClassifier, classification_task)])
 def test_saturation_warning_fires_when_most_initial_features_saturate(rng, Estimator, task):
     X, y = task(rng, n=60, d=15)
-    # standardised inputs at the default scale: pre-activations of standard deviation about 2, few saturated
+    # standardised inputs at the default scale: pre-activations of standard deviation about 2.2, few saturated
     assert not saturation_warnings(Estimator(random_state=0, **SMALL), X, y)
     # the paper's unscaled inputs with d = 15: standard deviation 8, most features saturated
     caught = saturation_warnings(Estimator(random_state=0, input_scale=1.0, **SMALL), X, y)
@@ -136,7 +136,7 @@ def test_checkpoints_keep_the_scale_and_old_ones_are_unscaled(rng, tmp_path, Est
     est = Estimator(random_state=0, **SMALL).fit(X, y)
     est.save(tmp_path / "m.npz")
     loaded = Estimator.load(tmp_path / "m.npz")
-    assert loaded.input_scale_ == est.input_scale_ == 1 / 3
+    assert loaded.input_scale_ == est.input_scale_ == 0.5 / 3
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
     # a checkpoint written before input_scale existed: its model saw unscaled inputs
     old_kind = dict(multi_class="ovr") if Estimator is MeanFieldClassifier else {}  # old files were one-vs-rest

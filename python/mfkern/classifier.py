@@ -12,10 +12,21 @@ callbacks, deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints
 independent of the thread count.
 
 Labels: any two labels (``classes_`` sorted, as scikit-learn does); internally y = +1 for ``classes_[1]``
-and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes,
-one-vs-rest: C outputs sharing the first layer, output c fitted to +1 for class c and -1 for the others
-(T = C in the drift, which averages over outputs); ``predict`` takes the largest output and
-``predict_proba`` normalises the C sigmoids to sum to one (as scikit-learn's one-vs-rest logistic regression).
+and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes:
+
+- ``multi_class="multinomial"`` (default): C outputs of one network and the softmax loss
+  U = (1/n) sum_j CE(f(x_j), y_j) + (lam_a_bar/2) (1/N) sum_k |a_k|^2 (one loss; the ridge term sums over
+  the outputs). The second layer is multinomial kernel logistic regression, solved by truncated Newton from
+  the features (:func:`mfkern.losses.solve_multinomial_second_layer`); its optimum is again
+  a_mu(w) = h(X; w)^T A with A = (Y - softmax(K A)) / (n lam_a_bar), so the drift is
+  ``core.drift_given_dual`` with sqrt(C) A (the core averages its data term over the outputs).
+  ``predict_proba`` is the softmax of the outputs.
+- ``multi_class="ovr"``: one-vs-rest, C outputs sharing the first layer, output c fitted to +1 for class c
+  and -1 for the others (U is the mean of the C binary objectives, which the core's drift averages);
+  ``predict_proba`` normalises the C sigmoids to sum to one (as scikit-learn's one-vs-rest logistic
+  regression).
+
+``predict`` takes the largest output in both cases.
 """
 from __future__ import annotations
 
@@ -118,8 +129,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     The second layer is kept at its optimum: kernel logistic regression with the intrinsic kernel
     k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k), i.e. the minimiser over second layers a of
     (1/n) sum_j log(1 + exp(-y_j f(x_j))) + (lam*lam_a/2) (1/N) sum_k a_k^2, solved by Newton's method
-    warm-started from the previous step. Binary labels use one output; C > 2 classes use C one-vs-rest outputs
-    sharing the first layer (see the module docstring). The objective G = U + (lam*lam_w/2) mean_k ||w_k||^2
+    warm-started from the previous step. Binary labels use one output; C > 2 classes use C outputs of the
+    same network with the softmax loss (``multi_class="multinomial"``) or one-vs-rest (see the module
+    docstring). The objective G = U + (lam*lam_w/2) mean_k ||w_k||^2
     reduces to the regressor's for the squared loss (:mod:`mfkern.losses`).
 
     Parameters
@@ -135,11 +147,16 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         Step size (None: the preset's, 0.2).
     n_steps : int or None, default=None
         Langevin steps per call of ``fit``, with ``warm_start`` steps added to those already done (None: the
-        preset's, 2000 by default, 10000 for "paper").
+        preset's, 500 by default, 10000 for "paper").
     activation : {"tanh", "erf"}, default="tanh"
+    multi_class : {"multinomial", "ovr"}, default="multinomial"
+        With more than two classes: one softmax loss over C outputs, or C one-vs-rest binary losses on the
+        same particles. Ignored for two classes (one logistic output). The multinomial second layer costs
+        conjugate-gradient products with the n x N features instead of an n x n factorisation per class.
     newton_tol : float, default=1e-8
         Newton's method stops when max_j |n lam lam_a A_j + l'(f_j, y_j)| <= newton_tol (the optimality
-        residual, in units of the loss derivative, which lies in (-1, 1)).
+        residual, in units of the loss derivative, which lies in (-1, 1); for the softmax loss
+        l' = softmax(f_j) - y_j, per class).
     newton_max_iter : int, default=50
         Newton iterations allowed per solve and output; not converging raises :class:`DivergenceError`
         naming the step.
@@ -166,8 +183,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         Particles per block in the Gram and feature computations (memory knob; None: automatic).
     input_scale : "auto", float or None, default=None
         The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
-        "auto" is 1/sqrt(n_features): with standardised inputs the initial pre-activations then have a
-        standard deviation of about sqrt(2/lam_w) and the tanh features are not saturated. None: the
+        "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
+        pre-activations u.x + b then have a standard deviation of about sqrt(1.25/lam_w) (2.2 for
+        lam_w = 0.25) and few tanh features are saturated. None: the
         preset's ("auto" by default, 1 for "paper"). Standardise the inputs yourself (e.g. a
         ``StandardScaler`` in a ``Pipeline``); ``fit`` warns (:class:`mfkern.estimator.SaturationWarning`)
         when more than half of the initial features are saturated.
@@ -176,7 +194,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         come from (:data:`mfkern.estimator.PRESETS`; None is "default"). A value given explicitly always wins over the
         preset: ``preset="paper", n_steps=2000`` is the paper's setting with fewer steps. "paper" is the
         paper's experiment exactly (input_scale=1, lam=0.004, lam_a=lam_w=0.25, eta=0.2, N=2000, 10000
-        steps); "default" is the same but with input_scale="auto" and 2000 steps, chosen by measurement
+        steps); "default" is the same but with input_scale="auto" and 500 steps, chosen by measurement
         (bench/results/defaults.md). Parameters are stored unchanged and resolved in ``fit``.
 
     Attributes

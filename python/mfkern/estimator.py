@@ -68,14 +68,16 @@ _MAX_STEPS = 2**32  # the step counter of the noise generator is 32-bit
 #: Hyper-parameter presets. A hyper-parameter left at None takes its value from the preset (``preset=None``
 #: means "default"); a value given explicitly always wins over the preset. "paper" is the experiment of
 #: Takakura and Suzuki (ICML 2024) exactly, on unscaled inputs. "default" differs from it in the input scale
-#: (1/sqrt(d), so that standardised inputs give unsaturated initial features) and the number of steps, both
-#: chosen by measurement (bench/defaults.py; results in bench/results/defaults.md).
+#: ("auto" = 0.5/sqrt(d): standardised inputs then give unsaturated initial features) and the number of
+#: steps, both chosen by measurement (bench/defaults.py; results in bench/results/defaults.md).
 PRESETS = {
     "default": dict(input_scale="auto", n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2,
-                    n_steps=2000),
+                    n_steps=500),
     "paper": dict(input_scale=1.0, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000),
 }
 _PRESET_PARAMS = tuple(PRESETS["default"])
+# input_scale="auto" is AUTO_SCALE / sqrt(d): measured best of {0.5, 1} / sqrt(d) and 1 (bench/defaults.py).
+AUTO_SCALE = 0.5
 
 # Initial features |h| above this count as saturated; more than this fraction saturated triggers the warning.
 _SATURATED = 0.99
@@ -273,12 +275,12 @@ class _MeanFieldBase(BaseEstimator):
         return self._preset_values()[name] if value is None else value
 
     def _input_scale_for(self, d):
-        """The factor the inputs are multiplied by for d features: input_scale, with "auto" = 1/sqrt(d)."""
+        """The factor the inputs are multiplied by for d features: input_scale, with "auto" = 0.5/sqrt(d)."""
         value = self._resolved("input_scale")
         if isinstance(value, str):
             if value != "auto":
                 raise ValueError(f"input_scale must be 'auto', None or a finite number > 0, got {value!r}")
-            return 1.0 / math.sqrt(d)
+            return AUTO_SCALE / math.sqrt(d)
         return positive(value, "input_scale")
 
     def _fit_input_scale(self, X, continuing):
@@ -321,7 +323,7 @@ class _MeanFieldBase(BaseEstimator):
                 f"{fraction:.0%} of the initial features are saturated (|{p['activation']}| > {_SATURATED}; the "
                 f"pre-activations u.x + b have standard deviation {spread:.3g}), so MFLD will learn slowly. "
                 f"Standardise the inputs (e.g. sklearn.preprocessing.StandardScaler in a Pipeline) and use "
-                f"input_scale='auto' (scales them by 1/sqrt(d)), or lower input_scale (now "
+                f"input_scale='auto' (scales them by 0.5/sqrt(d)), or lower input_scale (now "
                 f"{self.input_scale_:g}) or raise lam_w (now {p['lam_w']:g})"), stacklevel=3)
         return fraction
 
@@ -623,7 +625,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         Step size (None: the preset's, 0.2).
     n_steps : int or None, default=None
         Langevin steps per call of ``fit``, with ``warm_start`` steps added to those already done (None: the
-        preset's, 2000 by default, 10000 for "paper").
+        preset's, 500 by default, 10000 for "paper").
     activation : {"tanh", "erf"}, default="tanh"
     label_noise : float, default=0.0
         Level s of the label-noise procedure (PAPER.md section 5): each step fits the second layer to
@@ -658,8 +660,9 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         and the particles stay float64; trajectories differ from float64 at about 1e-6 relative per step).
     input_scale : "auto", float or None, default=None
         The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
-        "auto" is 1/sqrt(n_features): with standardised inputs the initial pre-activations then have a
-        standard deviation of about sqrt(2/lam_w) and the tanh features are not saturated. None: the
+        "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
+        pre-activations u.x + b then have a standard deviation of about sqrt(1.25/lam_w) (2.2 for
+        lam_w = 0.25) and few tanh features are saturated. None: the
         preset's ("auto" by default, 1 for "paper"). Standardise the inputs yourself (e.g. a
         ``StandardScaler`` in a ``Pipeline``); ``fit`` warns (:class:`SaturationWarning`) when more than half
         of the initial features are saturated.
@@ -668,7 +671,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         come from (:data:`PRESETS`; None is "default"). A value given explicitly always wins over the
         preset: ``preset="paper", n_steps=2000`` is the paper's setting with fewer steps. "paper" is the
         paper's experiment exactly (input_scale=1, lam=0.004, lam_a=lam_w=0.25, eta=0.2, N=2000, 10000
-        steps); "default" is the same but with input_scale="auto" and 2000 steps, chosen by measurement
+        steps); "default" is the same but with input_scale="auto" and 500 steps, chosen by measurement
         (bench/results/defaults.md). Parameters are stored unchanged and resolved in ``fit``.
 
     Attributes

@@ -28,6 +28,10 @@ output and is damped by a backtracking line search on Psi, so it converges from 
 the previous MFLD step it usually needs one to three iterations. The linear algebra runs in LAPACK/BLAS pinned
 to one thread, so the solution is bitwise identical whatever the thread settings (at n = 1000 one
 factorisation takes about 30 ms).
+
+The softmax (multinomial) loss, whose outputs are coupled, has its own solver,
+:func:`solve_multinomial_second_layer` (truncated Newton on the features; see its docstring), and objective
+:func:`multinomial_objective`.
 """
 from __future__ import annotations
 
