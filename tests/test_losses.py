@@ -344,7 +344,7 @@ def test_multinomial_second_layer_equals_scipy_on_the_primal_objective(rng):
 
 
 def test_multinomial_solution_meets_the_optimality_conditions(rng):
-    """ridge A = -(softmax(K A) - Y) (PAPER.md section 8's a_mu with l' = softmax - one-hot); rows of A sum to
+    """ridge A = -(softmax(K A) - Y) (the optimal second layer, l' = softmax - one-hot); rows of A sum to
     zero; the solution is the minimum of the dual objective; the residual is what it says."""
     n, N, T, ridge, tol = 45, 35, 5, 0.3, 1e-11
     X, W, Y, _ = one_hot_problem(rng, n, N, T=T, scale=2.0)

@@ -555,12 +555,13 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     i.e. multinomial kernel logistic regression with the Gram K of the features Phi (for MFLD:
     Phi = H / sqrt(N), so K is the intrinsic Gram). Equivalently, in the primal variables beta = Phi^T A
     (m, T), scikit-learn's ``LogisticRegression(C=1/ridge, fit_intercept=False)`` on Phi with its multinomial
-    loss. The optimum satisfies ridge * A + softmax(K A) - Y = 0 (PAPER.md section 8's
-    a_mu(w) = -(1/(n lam_a_bar)) sum_j l'(f(x_j), y_j) h(x_j; w) with l' = softmax - one-hot).
+    loss. The optimum satisfies ridge * A + softmax(K A) - Y = 0: the optimal second layer is
+    a_mu(w) = -(1/(n lam_a_bar)) sum_j l'(f(x_j), y_j) h(x_j; w) with l' = softmax - one-hot, as for the
+    elementwise losses (module docstring).
 
-    Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration two
-    products with Phi), an inexact-Newton forcing term and a backtracking line search: it converges from any
-    start and, warm-started from the previous MFLD step, usually in one or two Newton iterations.
+    Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration one
+    fused pass over Phi), an inexact-Newton forcing term and a backtracking line search: it converges from
+    any start; warm-started along an MFLD run it takes a few Newton iterations per step.
 
     Parameters
     ----------
