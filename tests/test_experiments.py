@@ -154,7 +154,8 @@ def test_init_kernel_krr_is_mfld_at_step_zero(small_problem):
     from mfkern.estimator import MeanFieldRegressor
 
     X, y, X_test, _ = small_problem
-    est = MeanFieldRegressor(n_particles=30, n_steps=0, lam=0.01, lam_a=0.5, lam_w=3.0, random_state=4).fit(X, y)
+    est = MeanFieldRegressor(n_particles=30, n_steps=0, lam=0.01, lam_a=0.5, lam_w=3.0, random_state=4,
+                             input_scale=1.0).fit(X, y)  # raw inputs, like init_kernel_krr
     W0 = initial_particles(30, X.shape[1], 3.0, 4)
     out = init_kernel_krr(W0, X, y, X_test, ridge=len(y) * 0.01 * 0.5)
     np.testing.assert_allclose(out["pred"], est.predict(X_test), rtol=1e-8, atol=1e-10)
