@@ -18,7 +18,9 @@ import mfkern.estimator
 from mfkern.checkpoint import FORMAT_VERSION, CheckpointError
 from mfkern.estimator import MeanFieldRegressor
 
-SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1)
+# The paper's hyper-parameters and raw inputs, explicitly: the references below are written for them.
+SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1,
+             lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, input_scale=1.0)
 
 
 def product_task(rng, n, d):

@@ -9,7 +9,7 @@ import signal
 
 import numpy as np
 import pytest
-from scipy.special import expit
+from scipy.special import expit, logsumexp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -23,9 +23,11 @@ from mfkern import core
 from mfkern.checkpoint import CheckpointError
 from mfkern.classifier import CLASSIFIER_HISTORY_KEYS, MeanFieldClassifier
 from mfkern.estimator import DivergenceError, MeanFieldRegressor
-from mfkern.losses import solve_second_layer
+from mfkern.losses import solve_multinomial_second_layer, solve_second_layer
 
-SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1)
+# The paper's hyper-parameters and raw inputs, explicitly: the references below are written for them.
+SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1,
+             lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, input_scale=1.0)
 
 
 def numpy_features(W, X):
@@ -95,7 +97,7 @@ def test_history_second_layer_and_outputs_match_numpy(rng):
     X_val, labels_val = xor_task(rng, 30, d)
     lam, lam_a, lam_w = 0.02, 0.5, 0.3
     est = MeanFieldClassifier(n_particles=N, lam=lam, lam_a=lam_a, lam_w=lam_w, random_state=5, n_steps=7, log_every=3,
-                              newton_tol=1e-12, n_threads=1)
+                              newton_tol=1e-12, n_threads=1, input_scale=1.0)
     est.fit(X, labels, X_val=X_val, y_val=labels_val, target_direction=[1.0, 1.0, 0.0])
     assert est.history_["step"] == [0, 3, 6, 7] and list(est.history_) == list(CLASSIFIER_HISTORY_KEYS)
     assert list(est.classes_) == ["no", "yes"]
@@ -146,7 +148,7 @@ def test_second_layer_is_sklearn_logistic_regression_on_the_learned_features(rng
 
 def test_multiclass_is_one_vs_rest_sharing_the_first_layer(rng):
     X, labels = three_class_task(rng, 60)
-    est = MeanFieldClassifier(random_state=3, newton_tol=1e-12, **SMALL).fit(X, labels)
+    est = MeanFieldClassifier(random_state=3, newton_tol=1e-12, multi_class="ovr", **SMALL).fit(X, labels)
     assert list(est.classes_) == ["a", "b", "c"]
     assert est.dual_coef_.shape == (60, 3) and est.coef_.shape == (SMALL["n_particles"], 3)
     K = est.kernel(X)
@@ -161,6 +163,81 @@ def test_multiclass_is_one_vs_rest_sharing_the_first_layer(rng):
     np.testing.assert_array_equal(est.predict(X_new), est.classes_[np.argmax(F, axis=1)])
     np.testing.assert_allclose(est.predict_log_proba(X_new), np.log(proba), rtol=1e-10, atol=1e-12)
     assert est.score(X, labels) > 0.8
+
+
+def softmax(F):
+    return np.exp(F - logsumexp(F, axis=1, keepdims=True))
+
+
+def test_multiclass_default_is_multinomial_kernel_logistic_regression(rng):
+    """With more than two classes the default second layer is the softmax loss on the shared kernel: it meets
+    ridge A = Y - softmax(K A) and equals scikit-learn's multinomial LogisticRegression on the learned
+    features (C = 1/ridge, no intercept); probabilities are the softmax of the outputs."""
+    X, labels = three_class_task(rng, 60)
+    est = MeanFieldClassifier(random_state=3, newton_tol=1e-12, **SMALL).fit(X, labels)
+    assert est.multi_class == "multinomial" and list(est.classes_) == ["a", "b", "c"]
+    assert est.dual_coef_.shape == (60, 3) and est.coef_.shape == (SMALL["n_particles"], 3)
+    K = est.kernel(X)
+    Y = (labels[:, None] == est.classes_[None, :]).astype(float)
+    ridge = 60 * est.lam * est.lam_a
+    A = est.dual_coef_
+    np.testing.assert_allclose(ridge * A, Y - softmax(K @ A), atol=1e-11)
+    Phi = est.transform(X)
+    sk = LogisticRegression(C=1 / ridge, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Phi, labels)
+    np.testing.assert_allclose(est.coef_ / np.sqrt(SMALL["n_particles"]), sk.coef_.T, rtol=1e-5, atol=1e-5)
+    X_new = rng.standard_normal((25, 3))
+    F = est.decision_function(X_new)
+    np.testing.assert_allclose(F, est.transform(X_new) @ sk.coef_.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(est.predict_proba(X_new), sk.predict_proba(est.transform(X_new)), atol=1e-6)
+    np.testing.assert_allclose(est.predict_proba(X_new), softmax(F), rtol=1e-12)
+    np.testing.assert_array_equal(est.predict(X_new), est.classes_[np.argmax(F, axis=1)])
+    h = est.history_
+    np.testing.assert_allclose(h["train_log_loss"][-1], log_loss(labels, est.predict_proba(X), labels=est.classes_),
+                               rtol=1e-10)
+    U = (np.sum(logsumexp(K @ A, axis=1)) - np.sum(K @ A * Y)) / 60 + ridge / (2 * 60) * np.sum(A * (K @ A))
+    np.testing.assert_allclose(h["U"][-1], U, rtol=1e-9)
+    assert est.score(X, labels) > 0.8
+
+
+def test_multinomial_fit_replays_the_documented_steps(rng):
+    """Particles = the documented initialisation moved by core.langevin_step_given_dual with sqrt(T) times the
+    multinomial second layer, each solved from the previous step's (bitwise: logging changes nothing)."""
+    X, labels = three_class_task(rng, 40)
+    est = MeanFieldClassifier(random_state=8, **SMALL).fit(X, labels)
+    Y = (labels[:, None] == est.classes_[None, :]).astype(float)
+    N, d, n = SMALL["n_particles"], X.shape[1], X.shape[0]
+    W = np.random.default_rng(8).standard_normal((N, d + 1)) / np.sqrt(SMALL["lam_w"])
+    A = None
+    for step in range(SMALL["n_steps"]):
+        Phi = core.features(W, X) / np.sqrt(N)
+        A = solve_multinomial_second_layer(Phi, Y, ridge=n * SMALL["lam"] * SMALL["lam_a"], start=A, tol=1e-8).A
+        W = core.langevin_step_given_dual(W, X, np.sqrt(3) * A, eta=SMALL["eta"], lam=SMALL["lam"],
+                                          lam_a=SMALL["lam_a"], lam_w=SMALL["lam_w"], seed=8, step=step)
+    np.testing.assert_array_equal(est.particles_, W)
+
+
+def test_multinomial_thread_count_does_not_change_the_run(rng):
+    X, labels = three_class_task(rng, 300, 4)  # more rows than one panel of the solver's products
+    runs = [MeanFieldClassifier(n_particles=90, n_steps=4, log_every=2, random_state=3, n_threads=threads)
+            .fit(X, labels) for threads in (1, 2)]
+    np.testing.assert_array_equal(runs[0].particles_, runs[1].particles_)
+    np.testing.assert_array_equal(runs[0].dual_coef_, runs[1].dual_coef_)
+    assert_same_history(runs[0].history_, runs[1].history_)
+
+
+def test_warm_start_must_keep_the_multiclass_loss(rng):
+    X, labels = three_class_task(rng, 30)
+    est = MeanFieldClassifier(random_state=0, **SMALL).fit(X, labels)
+    with pytest.raises(ValueError, match="multi_class='ovr' differs"):
+        est.set_params(warm_start=True, multi_class="ovr").fit(X, labels)
+
+
+def test_binary_labels_use_one_logistic_output_whatever_multi_class(rng):
+    X, labels = xor_task(rng, 30)
+    one = MeanFieldClassifier(random_state=0, multi_class="multinomial", **SMALL).fit(X, labels)
+    other = MeanFieldClassifier(random_state=0, multi_class="ovr", **SMALL).fit(X, labels)
+    assert one.dual_coef_.shape == (30,)
+    np.testing.assert_array_equal(one.particles_, other.particles_)
 
 
 @pytest.mark.parametrize("labels", [(0, 1), (-3, 7), (False, True), ("cat", "dog"), (1.0, 2.0)])
@@ -197,7 +274,7 @@ def test_two_sparse_parity_is_learned_where_the_initial_kernel_stays_at_chance()
     X, y = parity_task(rng, 150, 16)
     X_test, y_test = parity_task(rng, 2000, 16)
     est = MeanFieldClassifier(n_particles=200, n_steps=150, log_every=50, random_state=0, lam=0.01, lam_a=1.0,
-                              lam_w=4.0, eta=0.5, n_threads=1).fit(X, y, X_val=X_test, y_val=y_test)
+                              lam_w=4.0, eta=0.5, n_threads=1, input_scale=1.0).fit(X, y, X_val=X_test, y_val=y_test)
     accuracy = est.history_["val_accuracy"]
     assert accuracy[0] < 0.56  # the initial-kernel (lazy) model: chance
     assert est.score(X_test, y_test) > 0.97 and accuracy[-1] == est.score(X_test, y_test)
@@ -355,7 +432,7 @@ def test_newton_not_converging_mid_run_names_the_step_and_keeps_the_last_good_st
 
 def test_huge_step_size_diverges_naming_the_step(rng):
     X, labels = xor_task(rng, 30)
-    est = MeanFieldClassifier(eta=1e200, random_state=0, **SMALL)
+    est = MeanFieldClassifier(random_state=0, **{**SMALL, "eta": 1e200})
     with pytest.raises(DivergenceError, match=r"at step \d+") as info:
         est.fit(X, labels)
     assert np.isfinite(est.particles_).all() and info.value.n_steps_done == est.n_steps_done_
@@ -374,6 +451,7 @@ def test_huge_step_size_diverges_naming_the_step(rng):
     (dict(activation="relu"), ValueError, "activation"),
     (dict(random_state="seed"), TypeError, "random_state"),
     (dict(callbacks=3), TypeError, "callbacks"),
+    (dict(multi_class="ovo"), ValueError, "multi_class must be one of"),
 ])
 def test_bad_parameters_raise_at_fit_naming_the_parameter(rng, params, error, match):
     X, labels = xor_task(rng, 10)

@@ -24,7 +24,9 @@ from mfkern.estimator import HISTORY_KEYS, DivergenceError, MeanFieldRegressor
 
 # Small problems keep every fit well under a second; n_threads=1 avoids oversubscribing a busy machine
 # (results do not depend on it, which test_thread_count_does_not_change_particles checks).
-SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1)
+# The paper's hyper-parameters and raw inputs, explicitly: the references below are written for them.
+SMALL = dict(n_particles=30, n_steps=12, log_every=4, n_threads=1,
+             lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, input_scale=1.0)
 
 
 def numpy_features(W, X, activation="tanh"):
@@ -62,7 +64,7 @@ def test_sklearn_compatible(estimator, check):
 
 def test_clone_keeps_parameters_and_drops_fitted_state(rng):
     X, y = product_task(rng, 30, 3)
-    est = MeanFieldRegressor(random_state=3, lam_a=0.5, **SMALL).fit(X, y)
+    est = MeanFieldRegressor(random_state=3, **{**SMALL, "lam_a": 0.5}).fit(X, y)
     copy = clone(est)
     assert copy.get_params() == est.get_params()
     assert not hasattr(copy, "particles_")
@@ -104,7 +106,7 @@ def test_history_and_second_layer_match_numpy(rng, activation, tasks):
     u_star = np.array([1.0, 2.0, 0.0])
     lam, lam_a, lam_w = 0.01, 0.5, 0.3
     est = MeanFieldRegressor(n_particles=N, lam=lam, lam_a=lam_a, lam_w=lam_w, activation=activation, random_state=5,
-                             n_steps=7, log_every=3, n_threads=1)
+                             n_steps=7, log_every=3, n_threads=1, input_scale=1.0)
     est.fit(X, y, X_val=X_val, y_val=y_val, target_direction=u_star)
     assert est.history_["step"] == [0, 3, 6, 7]
 
@@ -444,7 +446,7 @@ def test_second_ctrl_c_interrupts_at_once_and_still_leaves_a_usable_estimator(rn
 
 def test_huge_step_size_diverges_naming_the_step_and_keeps_the_last_good_state(rng):
     X, y = product_task(rng, 30, 3)
-    est = MeanFieldRegressor(eta=1e200, random_state=0, **SMALL)
+    est = MeanFieldRegressor(random_state=0, **{**SMALL, "eta": 1e200})
     with pytest.raises(DivergenceError, match=r"at step \d+.*eta") as info:
         est.fit(X, y)
     error = info.value
@@ -452,7 +454,7 @@ def test_huge_step_size_diverges_naming_the_step_and_keeps_the_last_good_state(r
     assert error.step >= 1 and error.n_steps_done == error.step - 1 == est.n_steps_done_
     assert np.isfinite(est.particles_).all()
     assert est.history_["step"][-1] == est.n_steps_done_
-    reference = MeanFieldRegressor(eta=1e200, random_state=0, **{**SMALL, "n_steps": est.n_steps_done_}).fit(X, y)
+    reference = MeanFieldRegressor(random_state=0, **{**SMALL, "eta": 1e200, "n_steps": est.n_steps_done_}).fit(X, y)
     np.testing.assert_array_equal(est.particles_, reference.particles_)
     np.testing.assert_array_equal(est.predict(X), reference.predict(X))
 

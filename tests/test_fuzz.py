@@ -1075,6 +1075,7 @@ def estimator_problems(draw):
         label_noise=draw(st.sampled_from([0.0, 0.5])), random_state=draw(st.integers(0, 2**64 - 1)),
         log_every=draw(st.integers(1, 3)), block_size=draw(st.sampled_from([None, 1, 64])), n_threads=1,
         solver=draw(st.sampled_from(SOLVERS)), precision=draw(st.sampled_from(sorted(PRECISION_EPS))),
+        input_scale=1.0,  # raw inputs: the numpy references below use X as given
     )
     note(f"params={params} X.shape={X.shape} y.shape={y.shape}")
     return params, X, y
@@ -1146,7 +1147,8 @@ def fitted_estimator():
     rng = np.random.default_rng(4)
     X = rng.standard_normal((12, 3))
     y = X[:, 0] * X[:, 1]
-    return MeanFieldRegressor(n_particles=20, n_steps=3, random_state=0, n_threads=1).fit(X, y), X, y
+    est = MeanFieldRegressor(n_particles=20, n_steps=3, random_state=0, n_threads=1, input_scale=1.0)
+    return est.fit(X, y), X, y
 
 
 @pytest.mark.parametrize("method", ESTIMATOR_METHODS)
@@ -1199,7 +1201,9 @@ def test_estimator_junk_parameters_raise_at_fit_naming_the_parameter(parameter, 
             junk = 2**32  # the largest valid count: the initial particles alone need 100 GB
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((6, 2)), rng.standard_normal(6)
-    est = MeanFieldRegressor(n_particles=8, n_steps=2, n_threads=1, random_state=0).set_params(**{parameter: junk})
+    # raw inputs (the checks below use X as given); None for a hyper-parameter is valid: the preset's value
+    est = MeanFieldRegressor(n_particles=8, n_steps=2, n_threads=1, random_state=0, input_scale=1.0)
+    est.set_params(**{parameter: junk})
     with memory_ceiling(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

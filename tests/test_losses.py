@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import minimize
-from scipy.special import expit
+from scipy.special import expit, logsumexp
 from sklearn.linear_model import LogisticRegression
 
 from mfkern import core
-from mfkern.losses import (LogisticLoss, NewtonConvergenceError, SquaredLoss, get_loss, reduced_objective,
-                           solve_second_layer)
+from mfkern.losses import (LogisticLoss, NewtonConvergenceError, SquaredLoss, get_loss, multinomial_objective,
+                           reduced_objective, solve_multinomial_second_layer, solve_second_layer)
 
 
 def numpy_features(W, X):
@@ -271,3 +271,180 @@ def test_get_loss_accepts_names_and_instances():
     assert isinstance(get_loss("logistic"), LogisticLoss)
     loss = SquaredLoss()
     assert get_loss(loss) is loss
+
+
+# ---------------------------------------------------------------------------------------- multinomial
+def one_hot_problem(rng, n, N, d=3, T=4, scale=1.0):
+    """Inputs, particles and one-hot labels of T classes that the inputs explain only partly."""
+    X = rng.standard_normal((n, d))
+    W = scale * rng.standard_normal((N, d + 1))
+    score = X @ rng.standard_normal((d, T)) + 0.7 * rng.standard_normal((n, T))
+    index = np.argmax(score, axis=1)
+    return X, W, np.eye(T)[index], index
+
+
+def softmax_hessian(Phi, F, scale):
+    """Hessian of sum_j CE(Phi_j beta) in beta flattened row-major (N, T): sum_j S_j (x) phi_j phi_j^T, with
+    S_j = diag(p_j) - p_j p_j^T, times `scale`."""
+    N, T = Phi.shape[1], F.shape[1]
+    P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+    cross = -np.einsum("jk,jm,ji,jl->kiml", Phi, Phi, P, P)
+    diagonal = np.einsum("jk,jm,ji->kim", Phi, Phi, P)
+    for i in range(T):
+        cross[:, i, :, i] += diagonal[:, i, :]
+    return scale * cross.reshape(N * T, N * T)
+
+
+def softmax_primal_objective(beta, Phi, Y, ridge):
+    """sum_j [logsumexp(Phi_j beta) - (Phi_j beta) . y_j] + (ridge/2) |beta|^2, written out (no mfkern code)."""
+    F = Phi @ beta
+    return float(np.sum(logsumexp(F, axis=1)) - np.sum(F * Y) + 0.5 * ridge * np.sum(beta * beta))
+
+
+@pytest.mark.parametrize("N", [25, 80])  # fewer and more features than samples
+def test_multinomial_second_layer_equals_sklearn_multinomial_logistic_regression(rng, N):
+    """scikit-learn minimises (1/2)|beta|^2 + C sum_j CE_j on explicit features: C = 1/ridge, no intercept."""
+    n, ridge = 50, 0.4
+    X, W, Y, index = one_hot_problem(rng, n, N)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    solution = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-12)
+    sk = LogisticRegression(C=1 / ridge, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Phi, index)
+    beta = sk.coef_.T  # (N, T), one column per class
+    np.testing.assert_allclose(Phi.T @ solution.A, beta, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(solution.outputs, Phi @ beta, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.exp(solution.outputs - logsumexp(solution.outputs, axis=1, keepdims=True)),
+                               sk.predict_proba(Phi), atol=1e-6)
+
+
+def test_multinomial_second_layer_equals_scipy_on_the_primal_objective(rng):
+    n, N, T, ridge = 40, 30, 3, 0.25
+    X, W, Y, _ = one_hot_problem(rng, n, N, T=T)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    solution = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-12)
+
+    def gradient(flat):
+        beta = flat.reshape(N, T)
+        F = Phi @ beta
+        P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+        return (Phi.T @ (P - Y) + ridge * beta).ravel()
+
+    def hessian(flat):
+        return softmax_hessian(Phi, Phi @ flat.reshape(N, T), 1.0) + ridge * np.eye(N * T)
+
+    reference = minimize(lambda b: softmax_primal_objective(b.reshape(N, T), Phi, Y, ridge), np.zeros(N * T),
+                         jac=gradient, hess=hessian, method="trust-exact", options={"gtol": 1e-12})
+    # the objective is a sum of n terms, about 24 here: a gradient of 1e-8 is rounding level, and strong
+    # convexity (ridge) puts the reference within |gradient| / ridge = 4e-8 of the minimiser
+    assert np.abs(gradient(reference.x)).max() < 1e-8
+    np.testing.assert_allclose(Phi.T @ solution.A, reference.x.reshape(N, T), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(solution.objective * n, reference.fun, rtol=1e-10)
+    K = Phi @ Phi.T
+    np.testing.assert_allclose(multinomial_objective(K, Y, solution.A, ridge=ridge), solution.objective,
+                               rtol=1e-12)
+
+
+def test_multinomial_solution_meets_the_optimality_conditions(rng):
+    """ridge A = -(softmax(K A) - Y) (the optimal second layer, l' = softmax - one-hot); rows of A sum to
+    zero; the solution is the minimum of the dual objective; the residual is what it says."""
+    n, N, T, ridge, tol = 45, 35, 5, 0.3, 1e-11
+    X, W, Y, _ = one_hot_problem(rng, n, N, T=T, scale=2.0)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    K = Phi @ Phi.T
+    solution = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=tol)
+    A = solution.A
+    F = K @ A
+    np.testing.assert_allclose(F, solution.outputs, rtol=1e-10, atol=1e-12)
+    P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+    residual = np.abs(ridge * A + P - Y).max()
+    assert residual <= tol and solution.residual <= tol and solution.iterations >= 1
+    np.testing.assert_allclose(A.sum(axis=1), 0.0, atol=1e-10)
+    best = multinomial_objective(K, Y, A, ridge=ridge)
+    for _ in range(5):
+        assert multinomial_objective(K, Y, A + 1e-3 * rng.standard_normal(A.shape), ridge=ridge) > best
+
+
+def test_multinomial_warm_start_thread_count_and_far_starts(rng):
+    n, N, T, ridge = 300, 70, 4, 0.05  # 2 panels of rows: the pool really splits the products
+    X, W, Y, _ = one_hot_problem(rng, n, N, T=T, scale=3.0)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    solution = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10)
+    again = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10, start=solution.A, n_threads=3)
+    assert again.iterations == 0 and np.array_equal(again.A, solution.A)  # bit for bit: resumes replay
+    for threads in (2, 3):
+        other = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10, n_threads=threads)
+        assert np.array_equal(other.A, solution.A)
+    far = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10, start=50 * rng.standard_normal((n, T)))
+    np.testing.assert_allclose(far.A, solution.A, atol=1e-8)
+    with pytest.raises(NewtonConvergenceError, match="multinomial.*not converged after 1 iterations"):
+        solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-14, max_iter=1)
+
+
+def numpy_multinomial_G(W, X, Y, lam, lam_a, lam_w):
+    """G = min over second layers a (N, T) of (1/n) sum_j CE(f(x_j), y_j) + (lam lam_a/2) (1/N) sum_k |a_k|^2
+    + (lam lam_w/2) mean_k |w_k|^2, f = (1/N) sum_k a_k h(.; w_k): the primal, minimised by scipy."""
+    n, N, T = X.shape[0], W.shape[0], Y.shape[1]
+    H = numpy_features(W, X)
+    c = lam * lam_a
+
+    def value(flat):
+        a = flat.reshape(N, T)
+        F = H @ a / N
+        return (np.sum(logsumexp(F, axis=1)) - np.sum(F * Y)) / n + c / (2 * N) * np.sum(a * a)
+
+    def gradient(flat):
+        a = flat.reshape(N, T)
+        F = H @ a / N
+        P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+        return (H.T @ (P - Y) / (n * N) + c / N * a).ravel()
+
+    def hessian(flat):
+        return softmax_hessian(H / N, H @ flat.reshape(N, T) / N, 1.0 / n) + c / N * np.eye(N * T)
+
+    result = minimize(value, np.zeros(N * T), jac=gradient, hess=hessian, method="trust-exact",
+                      options={"gtol": 1e-14})
+    # strongly convex (curvature >= c/N): a gradient of 1e-10 leaves the value off by < 1e-17
+    assert np.abs(gradient(result.x)).max() < 1e-10
+    return result.fun + lam * lam_w / 2 * np.mean(np.sum(W**2, axis=1))
+
+
+def test_multinomial_drift_is_n_times_the_gradient_of_G(rng):
+    """The classifier's drift for the softmax loss: core.drift_given_dual with sqrt(T) A (the core averages its
+    data term over T outputs; the multinomial ridge term sums over them) equals N dG/dw_k by finite
+    differences of G computed above with no dual coefficients."""
+    n, N, d, T = 14, 5, 2, 3
+    lam, lam_a, lam_w = 0.05, 0.5, 0.3
+    X, W, Y, _ = one_hot_problem(rng, n, N, d=d, T=T)
+    Phi = core.features(W, X) / np.sqrt(N)
+    A = solve_multinomial_second_layer(Phi, Y, ridge=n * lam * lam_a, tol=1e-13).A
+    drift = core.drift_given_dual(W, X, np.sqrt(T) * A, lam=lam, lam_a=lam_a, lam_w=lam_w)
+    h = 1e-5
+    fd = np.empty_like(W)
+    for k in range(N):
+        for l in range(d + 1):
+            plus, minus = W.copy(), W.copy()
+            plus[k, l] += h
+            minus[k, l] -= h
+            fd[k, l] = N * (numpy_multinomial_G(plus, X, Y, lam, lam_a, lam_w)
+                            - numpy_multinomial_G(minus, X, Y, lam, lam_a, lam_w)) / (2 * h)
+    data_part = drift - lam * lam_w * W
+    assert np.abs(data_part).max() > 1e-3
+    np.testing.assert_allclose(drift, fd, rtol=0, atol=1e-6 * np.abs(drift).max())
+    wrong = core.drift_given_dual(W, X, A, lam=lam, lam_a=lam_a, lam_w=lam_w)  # without sqrt(T): off
+    assert np.abs(wrong - fd).max() > 1e-3 * np.abs(drift).max()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(Y=np.eye(3)[[0, 1, 2, 0]] * 2), ValueError, "one-hot"),
+    (dict(Y=np.ones((4, 1))), ValueError, "at least 2 columns"),
+    (dict(features=np.ones(4)), ValueError, "features must be 2-D"),
+    (dict(features=np.full((4, 2), np.nan)), ValueError, "features must contain only finite"),
+    (dict(ridge=0.0), ValueError, "ridge"),
+    (dict(tol=0.0), ValueError, "tol"),
+    (dict(max_cg_iter=0), ValueError, "max_cg_iter"),
+    (dict(n_threads=0), ValueError, "n_threads"),
+    (dict(start=np.zeros((4, 2))), ValueError, "start must have the shape of Y"),
+])
+def test_multinomial_bad_input_raises_naming_the_argument(kwargs, error, match):
+    args = dict(features=np.ones((4, 2)), Y=np.eye(3)[[0, 1, 2, 0]], ridge=1.0) | kwargs
+    with pytest.raises(error, match=match):
+        solve_multinomial_second_layer(**args)

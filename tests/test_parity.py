@@ -63,7 +63,8 @@ def test_mfld_job_is_the_classifier_and_svc_baseline_is_sklearn():
     config = dict(lam=0.01, lam_a=1.0, lam_w=4.0, eta=0.5, n_particles=16, n_steps=10, log_every=5)
     run = parity_job(dict(job="mfld", task=task, config=config, seed=7))
     t = make_task(**task)
-    est = MeanFieldClassifier(n_particles=16, n_steps=10, lam=0.01, lam_a=1.0, lam_w=4.0, eta=0.5, random_state=7)
+    est = MeanFieldClassifier(n_particles=16, n_steps=10, lam=0.01, lam_a=1.0, lam_w=4.0, eta=0.5, random_state=7,
+                              input_scale=1.0)
     est.fit(t.X, t.f_train)
     assert run["test_accuracy"] == est.score(t.X_test, t.f_test)
     assert run["step0_accuracy"] == est.set_params(n_steps=0).fit(t.X, t.f_train).score(t.X_test, t.f_test)

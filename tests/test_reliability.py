@@ -58,7 +58,9 @@ SANITIZED = bool(os.environ.get("MFKERN_SANITIZED"))
 HAS_PROC = os.path.exists("/proc/self/statm")
 POSIX_FORK = hasattr(os, "fork") and hasattr(signal, "SIGKILL")
 
-SMALL = dict(n_particles=30, n_steps=6, log_every=3, n_threads=1)
+# The paper's hyper-parameters and raw inputs, explicitly: the references below are written for them.
+SMALL = dict(n_particles=30, n_steps=6, log_every=3, n_threads=1,
+             lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, input_scale=1.0)
 
 
 def product_task(rng, n, d):
@@ -240,7 +242,7 @@ def test_error_paths_keep_rss_flat(tmp_path):
         with pytest.raises(MemoryError):
             core.gram(W[:2], np.zeros((10**6, 3)))
         with pytest.raises(DivergenceError):
-            MeanFieldRegressor(**{**SMALL, "n_particles": 5}, lam=1e-12, lam_a=1e-12, solver="dense").fit(Xs, ys)
+            MeanFieldRegressor(**{**SMALL, "n_particles": 5, "lam": 1e-12, "lam_a": 1e-12}, solver="dense").fit(Xs, ys)
         with pytest.raises(CheckpointError):
             MeanFieldRegressor.load(bad)
 

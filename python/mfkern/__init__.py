@@ -6,7 +6,7 @@ layer); the first layer follows noisy particle gradient descent. See ``mfkern.co
 from . import checkpoint, core, losses, plot  # plot imports matplotlib only when called
 from .checkpoint import CheckpointError
 from .classifier import MeanFieldClassifier
-from .estimator import DivergenceError, MeanFieldRegressor
+from .estimator import PRESETS, DivergenceError, MeanFieldRegressor, SaturationWarning
 from .core import (
     NotPositiveDefiniteError,
     degrees_of_freedom,
@@ -26,6 +26,8 @@ __all__ = [
     "MeanFieldRegressor",
     "MeanFieldClassifier",
     "DivergenceError",
+    "SaturationWarning",
+    "PRESETS",
     "CheckpointError",
     "checkpoint",
     "core",

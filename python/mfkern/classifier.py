@@ -12,14 +12,26 @@ callbacks, deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints
 independent of the thread count.
 
 Labels: any two labels (``classes_`` sorted, as scikit-learn does); internally y = +1 for ``classes_[1]``
-and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes,
-one-vs-rest: C outputs sharing the first layer, output c fitted to +1 for class c and -1 for the others
-(T = C in the drift, which averages over outputs); ``predict`` takes the largest output and
-``predict_proba`` normalises the C sigmoids to sum to one (as scikit-learn's one-vs-rest logistic regression).
+and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes:
+
+- ``multi_class="multinomial"`` (default): C outputs of one network and the softmax loss
+  U = (1/n) sum_j CE(f(x_j), y_j) + (lam_a_bar/2) (1/N) sum_k |a_k|^2 (one loss; the ridge term sums over
+  the outputs). The second layer is multinomial kernel logistic regression, solved by truncated Newton from
+  the features (:func:`mfkern.losses.solve_multinomial_second_layer`); its optimum is again
+  a_mu(w) = h(X; w)^T A with A = (Y - softmax(K A)) / (n lam_a_bar), so the drift is
+  ``core.drift_given_dual`` with sqrt(C) A (the core averages its data term over the outputs).
+  ``predict_proba`` is the softmax of the outputs.
+- ``multi_class="ovr"``: one-vs-rest, C outputs sharing the first layer, output c fitted to +1 for class c
+  and -1 for the others (U is the mean of the C binary objectives, which the core's drift averages);
+  ``predict_proba`` normalises the C sigmoids to sum to one (as scikit-learn's one-vs-rest logistic
+  regression).
+
+``predict`` takes the largest output in both cases.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +45,9 @@ from sklearn.utils.validation import validate_data
 from . import core
 from ._validation import as_float_array, integer, positive
 from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure
-from .losses import LogisticLoss, NewtonConvergenceError, _solve
+from .losses import LogisticLoss, NewtonConvergenceError, _solve, _solve_multinomial
 
-__all__ = ["MeanFieldClassifier", "CLASSIFIER_HISTORY_KEYS"]
+__all__ = ["MeanFieldClassifier", "CLASSIFIER_HISTORY_KEYS", "MULTI_CLASS"]
 
 #: Keys of ``MeanFieldClassifier.history_`` (a dict of equally long lists, one entry per logged step).
 CLASSIFIER_HISTORY_KEYS = (
@@ -56,6 +68,16 @@ CLASSIFIER_HISTORY_KEYS = (
 _LOSS = LogisticLoss()
 
 
+def _pool_threads(n_threads):
+    """Threads of the multinomial solver's pool: n_threads, else OMP_NUM_THREADS, else the cores."""
+    if n_threads is not None:
+        return int(n_threads)
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class _ClassifierRun(_Run):
     """A fit of the classifier: the regressor's run plus the labels and the Newton settings."""
@@ -66,12 +88,22 @@ class _ClassifierRun(_Run):
     newton_tol: float = 1e-8
     newton_max_iter: int = 50
     newton_iterations: int = 0         # Newton iterations since the last history entry
+    multinomial: bool = False          # softmax loss on T = n_classes outputs (else binary / one-vs-rest)
+    solver_threads: int = 1            # thread pool of the multinomial solver's products (result independent)
 
 
-def _log_probabilities(F):
-    """log p(class | x) from the outputs F (m, T): T = 1 binary, else one-vs-rest normalised sigmoids."""
+#: Conjugate-gradient iterations allowed per Newton iteration of the multinomial second layer.
+_MAX_CG_ITER = 200
+MULTI_CLASS = ("multinomial", "ovr")
+
+
+def _log_probabilities(F, multinomial=False):
+    """log p(class | x) from the outputs F (m, T): T = 1 binary, else the softmax of F (multinomial) or the
+    one-vs-rest sigmoids normalised to sum to one."""
     if F.shape[1] == 1:
         return np.column_stack([log_expit(-F[:, 0]), log_expit(F[:, 0])])
+    if multinomial:
+        return F - logsumexp(F, axis=1, keepdims=True)
     logs = log_expit(F)
     return logs - logsumexp(logs, axis=1, keepdims=True)
 
@@ -83,10 +115,10 @@ def _predicted_index(F):
     return np.argmax(F, axis=1)
 
 
-def _scores(F, index):
+def _scores(F, index, multinomial=False):
     """(accuracy, log-loss) of the outputs F (m, T) against true class indices."""
     accuracy = float(np.mean(_predicted_index(F) == index))
-    log_loss = -float(np.mean(_log_probabilities(F)[np.arange(len(index)), index]))
+    log_loss = -float(np.mean(_log_probabilities(F, multinomial)[np.arange(len(index)), index]))
     return accuracy, log_loss
 
 
@@ -98,26 +130,34 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     The second layer is kept at its optimum: kernel logistic regression with the intrinsic kernel
     k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k), i.e. the minimiser over second layers a of
     (1/n) sum_j log(1 + exp(-y_j f(x_j))) + (lam*lam_a/2) (1/N) sum_k a_k^2, solved by Newton's method
-    warm-started from the previous step. Binary labels use one output; C > 2 classes use C one-vs-rest outputs
-    sharing the first layer (see the module docstring). The objective G = U + (lam*lam_w/2) mean_k ||w_k||^2
+    warm-started from the previous step. Binary labels use one output; C > 2 classes use C outputs of the
+    same network with the softmax loss (``multi_class="multinomial"``) or one-vs-rest (see the module
+    docstring). The objective G = U + (lam*lam_w/2) mean_k ||w_k||^2
     reduces to the regressor's for the squared loss (:mod:`mfkern.losses`).
 
     Parameters
     ----------
-    n_particles : int, default=2000
-        Number of neurons N.
-    lam : float, default=0.004
-        Temperature and overall regularisation.
-    lam_a, lam_w : float, default=0.25
-        Second- and first-layer regularisation (effective values lam*lam_a, lam*lam_w).
-    eta : float, default=0.2
-        Step size.
-    n_steps : int, default=10000
-        Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
+    n_particles : int or None, default=None
+        Number of neurons N (None: the preset's, 2000).
+    lam : float or None, default=None
+        Temperature and overall regularisation (None: the preset's, 0.004).
+    lam_a, lam_w : float or None, default=None
+        Second- and first-layer regularisation, effective values lam*lam_a, lam*lam_w (None: the preset's,
+        0.25).
+    eta : float or None, default=None
+        Step size (None: the preset's, 0.2).
+    n_steps : int or None, default=None
+        Langevin steps per call of ``fit``, with ``warm_start`` steps added to those already done (None: the
+        preset's, 500 by default, 10000 for "paper").
     activation : {"tanh", "erf"}, default="tanh"
+    multi_class : {"multinomial", "ovr"}, default="multinomial"
+        With more than two classes: one softmax loss over C outputs, or C one-vs-rest binary losses on the
+        same particles. Ignored for two classes (one logistic output). The multinomial second layer costs
+        conjugate-gradient products with the n x N features instead of an n x n factorisation per class.
     newton_tol : float, default=1e-8
         Newton's method stops when max_j |n lam lam_a A_j + l'(f_j, y_j)| <= newton_tol (the optimality
-        residual, in units of the loss derivative, which lies in (-1, 1)).
+        residual, in units of the loss derivative, which lies in (-1, 1); for the softmax loss
+        l' = softmax(f_j) - y_j, per class).
     newton_max_iter : int, default=50
         Newton iterations allowed per solve and output; not converging raises :class:`DivergenceError`
         naming the step.
@@ -142,6 +182,21 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
     block_size : int or None, default=None
         Particles per block in the Gram and feature computations (memory knob; None: automatic).
+    input_scale : "auto", float or None, default=None
+        The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
+        "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
+        pre-activations u.x + b then have a standard deviation of about sqrt(1.25/lam_w) (2.2 for
+        lam_w = 0.25) and few tanh features are saturated. None: the
+        preset's ("auto" by default, 1 for "paper"). Standardise the inputs yourself (e.g. a
+        ``StandardScaler`` in a ``Pipeline``); ``fit`` warns (:class:`mfkern.estimator.SaturationWarning`)
+        when more than half of the initial features are saturated.
+    preset : {None, "default", "paper"}, default=None
+        Where the hyper-parameters left at None (n_particles, lam, lam_a, lam_w, eta, n_steps, input_scale)
+        come from (:data:`mfkern.estimator.PRESETS`; None is "default"). A value given explicitly always wins over the
+        preset: ``preset="paper", n_steps=2000`` is the paper's setting with fewer steps. "paper" is the
+        paper's experiment exactly (input_scale=1, lam=0.004, lam_a=lam_w=0.25, eta=0.2, N=2000, 10000
+        steps); "default" is the same but with input_scale="auto" and 500 steps, chosen by measurement
+        (bench/results/defaults.md). Parameters are stored unchanged and resolved in ``fit``.
 
     Attributes
     ----------
@@ -162,14 +217,17 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when X had string column names.
+    input_scale_ : float
+        The factor the inputs are multiplied by (``input_scale`` resolved for n_features_in_).
     """
 
     _history_keys = CLASSIFIER_HISTORY_KEYS
     _checkpoint_format = "mfkern.MeanFieldClassifier"
 
-    def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
-                 activation="tanh", newton_tol=1e-8, newton_max_iter=50, random_state=None, n_threads=None,
-                 log_every=100, verbose=0, warm_start=False, callbacks=None, block_size=None):
+    def __init__(self, n_particles=None, lam=None, lam_a=None, lam_w=None, eta=None, n_steps=None,
+                 activation="tanh", multi_class="multinomial", newton_tol=1e-8, newton_max_iter=50,
+                 random_state=None, n_threads=None, log_every=100, verbose=0, warm_start=False, callbacks=None,
+                 block_size=None, input_scale=None, preset=None):
         self.n_particles = n_particles
         self.lam = lam
         self.lam_a = lam_a
@@ -177,6 +235,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         self.eta = eta
         self.n_steps = n_steps
         self.activation = activation
+        self.multi_class = multi_class
         self.newton_tol = newton_tol
         self.newton_max_iter = newton_max_iter
         self.random_state = random_state
@@ -186,6 +245,8 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.block_size = block_size
+        self.input_scale = input_scale
+        self.preset = preset
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
@@ -199,6 +260,8 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         p = self._check_common_params()
         p["newton_tol"] = positive(self.newton_tol, "newton_tol")
         p["newton_max_iter"] = integer(self.newton_max_iter, "newton_max_iter", minimum=1)
+        if not isinstance(self.multi_class, str) or self.multi_class not in MULTI_CLASS:
+            raise ValueError(f"multi_class must be one of {MULTI_CLASS}, got {self.multi_class!r}")
         return p
 
     # ------------------------------------------------------------------ training
@@ -240,18 +303,35 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise ValueError(f"y has classes {list(classes)} but the model being continued (warm_start=True) was "
                              f"fitted with classes {list(self.classes_)}")
         n, d = X.shape
-        Y = self._signed_targets(y_index, len(classes))
+        X = self._fit_input_scale(X, continuing)
+        multinomial = self.multi_class == "multinomial" and len(classes) > 2
+        if continuing and multinomial != bool(getattr(self, "_multinomial", False)):
+            raise ValueError(f"multi_class={self.multi_class!r} differs from the loss of the model being continued "
+                             "(warm_start=True)")
+        Y = self._one_hot(y_index, len(classes)) if multinomial else self._signed_targets(y_index, len(classes))
         X_val, val_index = self._check_validation(X_val, y_val, d, classes)
+        if X_val is not None:
+            X_val = self._scale_inputs(X_val)
         direction = self._check_direction(target_direction, d)
         seed = self._continuation(p, continuing)
+        if not continuing:
+            self._warn_if_saturated(X, seed, p)
         core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _ClassifierRun(X=X, Y=Y, X_val=X_val, Y_val=None, direction=direction, label_noise=0.0,
                              ridge=n * p["lam"] * p["lam_a"], one_d=Y.shape[1] == 1, classes=classes,
-                             y_index=y_index, val_index=val_index, **p)
+                             y_index=y_index, val_index=val_index, multinomial=multinomial,
+                             solver_threads=_pool_threads(p["n_threads"]), **p)
         if continuing and self._dual_2d().shape == Y.shape:
             run.warm = self._dual_2d()  # Newton restarts from the second layer it left (bitwise resume)
         self._run_training(run, seed, continuing)
         return self
+
+    @staticmethod
+    def _one_hot(y_index, n_classes):
+        """One-hot targets (n, n_classes) of the multinomial loss."""
+        Y = np.zeros((len(y_index), n_classes))
+        Y[np.arange(len(y_index)), y_index] = 1.0
+        return Y
 
     @staticmethod
     def _signed_targets(y_index, n_classes):
@@ -279,6 +359,17 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise ValueError(f"y_val has labels {list(unknown[:5])} that are not among y's classes {list(classes)}")
         return X_val, np.searchsorted(classes, y_val)
 
+    def _solve_multinomial(self, W, run):
+        """The multinomial second layer at particles W from the features (no n x n Gram), from run.warm;
+        updates run.warm and the count. Returns (A, f(X) = K A, U)."""
+        H = core.features(W, run.X, run.activation, n_threads=run.n_threads)
+        H /= math.sqrt(W.shape[0])
+        solution = _solve_multinomial(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
+                                      _MAX_CG_ITER, run.solver_threads)
+        run.warm = solution.A
+        run.newton_iterations += solution.iterations
+        return solution.A, solution.outputs, solution.objective
+
     def _solve(self, K, run):
         """Newton's method for the second layer at Gram K, from run.warm; updates run.warm and the count."""
         # The public solve_second_layer without its input checks: K comes from core.gram and Y from fit.
@@ -289,25 +380,37 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
 
     def _step(self, run, W, step):
         """One Langevin step with the logistic second layer: (new particles, A at W, U at W)."""
-        K = core.gram(W, run.X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
         try:
-            A, _, U = self._solve(K, run)
+            if run.multinomial:
+                A, _, U = self._solve_multinomial(W, run)
+            else:
+                K = core.gram(W, run.X, activation=run.activation, block_size=run.block_size,
+                              n_threads=run.n_threads)
+                A, _, U = self._solve(K, run)
         except NewtonConvergenceError as exc:
             raise _StepFailure(str(exc)) from exc
         try:
-            W_new = core.langevin_step_given_dual(W, run.X, A, eta=run.eta, lam=run.lam, lam_a=run.lam_a,
+            W_new = core.langevin_step_given_dual(W, run.X, self._drift_dual(A, run), eta=run.eta, lam=run.lam,
+                                                  lam_a=run.lam_a,
                                                   lam_w=run.lam_w, seed=self.seed_, step=step,
                                                   activation=run.activation, n_threads=run.n_threads)
         except FloatingPointError as exc:
             raise _StepFailure("the particles became non-finite") from exc
         return W_new, A, U
 
+    @staticmethod
+    def _drift_dual(A, run):
+        """The dual handed to the core's drift, which averages its data term over the T outputs: right for
+        one-vs-rest (U is the mean of T binary objectives); the multinomial U is one loss whose ridge term
+        sums over the outputs, i.e. T times that average, hence sqrt(T) A (the drift is quadratic in A)."""
+        return A * math.sqrt(A.shape[1]) if run.multinomial else A
+
     def _diagnostics(self, W, step, run):
         """The history entry at particles W, the dual coefficients A (n, T) and the second-layer weights (N, T)."""
         X, Y = run.X, run.Y
         K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
         try:
-            A, F, U = self._solve(K, run)
+            A, F, U = self._solve_multinomial(W, run) if run.multinomial else self._solve(K, run)
         except NewtonConvergenceError as exc:
             raise DivergenceError(str(exc), step=step, n_steps_done=None, cause=str(exc)) from exc
         if not math.isfinite(U):
@@ -315,15 +418,16 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
         dof = core.degrees_of_freedom(K, run.ridge)
         with core.thread_limits(1):  # numpy's threaded reductions would make the history depend on n_threads
-            alignment = core.kernel_alignment(K, Y) if np.any(K) else math.nan
-        train_accuracy, train_log_loss = _scores(F, run.y_index)
+            # with the +-1 coding of the classes for either loss, so alignments are comparable
+            alignment = core.kernel_alignment(K, 2 * Y - 1 if run.multinomial else Y) if np.any(K) else math.nan
+        train_accuracy, train_log_loss = _scores(F, run.y_index, run.multinomial)
         coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
                                    n_threads=run.n_threads)
         val_accuracy = val_log_loss = math.nan
         if run.X_val is not None:
             F_val = core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
                                         n_threads=run.n_threads)
-            val_accuracy, val_log_loss = _scores(F_val, run.val_index)
+            val_accuracy, val_log_loss = _scores(F_val, run.val_index, run.multinomial)
         param_alignment = math.nan if run.direction is None else core.parameter_alignment(W, run.direction)
         diag = dict(step=int(step), U=U, G=G, dof=float(dof), kernel_alignment=float(alignment),
                     train_accuracy=train_accuracy, train_log_loss=train_log_loss, val_accuracy=val_accuracy,
@@ -341,6 +445,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         self.coef_ = coef
         self.classes_ = run.classes
         self._y_one_d = run.one_d
+        self._multinomial = run.multinomial
 
     def _divergence_hint(self, run, cause):
         if "Newton" in cause:
@@ -378,7 +483,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`, computed without underflow."""
         F = self._network_output(self._check_X(X))
-        return _log_probabilities(F)
+        return _log_probabilities(F, getattr(self, "_multinomial", False))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_arrays(self):
@@ -387,7 +492,8 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         plain = np.asarray(classes.tolist()) if as_object else np.asarray(classes)
         if plain.dtype.hasobject or plain.ndim != 1:
             raise TypeError(f"classes_ {classes!r} cannot be stored in a checkpoint (mixed or non-scalar labels)")
-        return {"classes": plain, "classes_object": np.array(as_object)}
+        return {"classes": plain, "classes_object": np.array(as_object),
+                "multinomial": np.array(bool(getattr(self, "_multinomial", False)))}
 
     def _from_checkpoint(self, contents):
         classes = contents["classes"]
@@ -399,3 +505,11 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         if outputs != (1 if len(classes) == 2 else len(classes)):
             raise ValueError(f"{len(classes)} classes do not match a second layer with {outputs} output(s)")
         self.classes_ = classes
+        self._restore_input_scale(contents)
+        # Checkpoints written before the multinomial loss existed hold one-vs-rest models: continue them so.
+        multinomial = bool(contents["multinomial"][()]) if "multinomial" in contents else False
+        if multinomial and len(classes) < 3:
+            raise ValueError("a multinomial second layer needs at least 3 classes")
+        self._multinomial = multinomial
+        if len(classes) > 2 and not multinomial:
+            self.multi_class = "ovr"

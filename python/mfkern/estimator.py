@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -44,7 +45,7 @@ from ._validation import (
     seed_value,
 )
 
-__all__ = ["MeanFieldRegressor", "DivergenceError", "HISTORY_KEYS"]
+__all__ = ["MeanFieldRegressor", "DivergenceError", "SaturationWarning", "HISTORY_KEYS", "PRESETS"]
 
 #: Keys of ``MeanFieldRegressor.history_`` (a dict of equally long lists, one entry per logged step).
 HISTORY_KEYS = (
@@ -60,6 +61,32 @@ HISTORY_KEYS = (
 )
 
 _MAX_STEPS = 2**32  # the step counter of the noise generator is 32-bit
+
+#: Hyper-parameter presets. A hyper-parameter left at None takes its value from the preset (``preset=None``
+#: means "default"); a value given explicitly always wins over the preset. "paper" is the experiment of
+#: Takakura and Suzuki (ICML 2024) exactly, on unscaled inputs. "default" differs from it in the input scale
+#: ("auto" = 0.5/sqrt(d): standardised inputs then give unsaturated initial features) and the number of
+#: steps, both chosen by measurement (bench/defaults.py; results in bench/results/defaults.md).
+PRESETS = {
+    "default": dict(input_scale="auto", n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2,
+                    n_steps=500),
+    "paper": dict(input_scale=1.0, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000),
+}
+_PRESET_PARAMS = tuple(PRESETS["default"])
+# input_scale="auto" is AUTO_SCALE / sqrt(d): measured best of {0.5, 1} / sqrt(d) and 1 (bench/defaults.py).
+AUTO_SCALE = 0.5
+
+# Initial features |h| above this count as saturated; more than this fraction saturated triggers the warning.
+_SATURATED = 0.99
+_SATURATION_WARNING_FRACTION = 0.5
+
+
+class SaturationWarning(UserWarning):
+    """Most initial features are saturated (the inputs are too large for the prior of the particles).
+
+    Saturated tanh/erf features are nearly constant in the particles, so their gradients vanish and MFLD
+    learns slowly. Standardise the inputs and keep ``input_scale="auto"``, or lower ``input_scale``.
+    """
 
 
 class DivergenceError(RuntimeError, FloatingPointError):
@@ -228,19 +255,92 @@ class _MeanFieldBase(BaseEstimator):
         """Number of features of `transform` (one per particle), for get_feature_names_out."""
         return self.particles_.shape[0]
 
+    def _preset_values(self):
+        """The hyper-parameters of the chosen preset (``preset=None``: "default")."""
+        preset = getattr(self, "preset", None)
+        if preset is None:
+            return PRESETS["default"]
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ValueError(f"preset must be None or one of {tuple(PRESETS)}, got {preset!r}")
+        return PRESETS[preset]
+
+    def _resolved(self, name):
+        """A hyper-parameter's value: the one given explicitly, else the preset's."""
+        value = getattr(self, name, None)
+        return self._preset_values()[name] if value is None else value
+
+    def _input_scale_for(self, d):
+        """The factor the inputs are multiplied by for d features: input_scale, with "auto" = 0.5/sqrt(d)."""
+        value = self._resolved("input_scale")
+        if isinstance(value, str):
+            if value != "auto":
+                raise ValueError(f"input_scale must be 'auto', None or a finite number > 0, got {value!r}")
+            return AUTO_SCALE / math.sqrt(d)
+        return positive(value, "input_scale")
+
+    def _fit_input_scale(self, X, continuing):
+        """Resolve and store ``input_scale_`` for a fit on X (a warm start must keep it); X scaled."""
+        scale = self._input_scale_for(X.shape[1])
+        if continuing:
+            if scale != self.input_scale_:
+                raise ValueError(f"input_scale resolves to {scale:g} but the model being continued "
+                                 f"(warm_start=True) was fitted with input_scale_ = {self.input_scale_:g}")
+        else:
+            self.input_scale_ = scale
+        return self._scale_inputs(X)
+
+    def _scale_inputs(self, X):
+        """Inputs as the network sees them: X * input_scale_ (the one place where inputs are scaled; fit and
+        every inference method go through it)."""
+        scale = self.input_scale_
+        return X if scale == 1.0 else X * scale
+
+    def _restore_input_scale(self, state):
+        """input_scale_ of a loaded checkpoint state. Checkpoints from before the parameter existed were
+        trained on unscaled inputs: they keep input_scale = 1 (also as the parameter, for warm starts)."""
+        if "input_scale" in state:
+            self.input_scale_ = float(checkpoint_scalar(state, "input_scale", "f"))
+            if not (math.isfinite(self.input_scale_) and self.input_scale_ > 0):
+                raise ValueError(f"input_scale must be a finite number > 0, got {self.input_scale_}")
+        else:
+            self.input_scale = 1.0
+            self.input_scale_ = 1.0
+
+    def _warn_if_saturated(self, X, seed, p):
+        """SaturationWarning when more than half of the initial features (on a subsample of the scaled
+        inputs X and of the initial particles, the same draws as the fit's) have |h| > 0.99."""
+        rows = X[::max(1, X.shape[0] // 256)]
+        count = min(p["n_particles"], 512)
+        # The first rows of the generator's (N, d+1) draw are the rows of a smaller draw from the same seed.
+        W = np.random.default_rng(seed).standard_normal((count, X.shape[1] + 1)) / math.sqrt(p["lam_w"])
+        H = core.features(W, rows, p["activation"], n_threads=1)
+        fraction = float(np.mean(np.abs(H) > _SATURATED))
+        if fraction > _SATURATION_WARNING_FRACTION:
+            spread = float(np.std(rows @ W[:, :-1].T + W[:, -1]))
+            warnings.warn(SaturationWarning(
+                f"{fraction:.0%} of the initial features are saturated (|{p['activation']}| > {_SATURATED}; the "
+                f"pre-activations u.x + b have standard deviation {spread:.3g}), so MFLD will learn slowly. "
+                f"Standardise the inputs (e.g. sklearn.preprocessing.StandardScaler in a Pipeline) and use "
+                f"input_scale='auto' (scales them by 0.5/sqrt(d)), or lower input_scale (now "
+                f"{self.input_scale_:g}) or raise lam_w (now {p['lam_w']:g})"), stacklevel=3)
+        return fraction
+
     def _check_common_params(self):
-        """Validate the parameters every MFLD estimator has; returns them as a dict of clean values."""
+        """Validate the parameters every MFLD estimator has; returns them as a dict of clean values (the
+        hyper-parameters left at None resolved from the preset; input_scale is resolved in fit)."""
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
         n_threads_value(self.n_threads)
         block_size_value(self.block_size)
+        self._input_scale_for(1)  # validates input_scale and preset before any work
+        value = self._resolved
         return dict(
-            n_particles=integer(self.n_particles, "n_particles", minimum=1, maximum=2**32),
-            lam=positive(self.lam, "lam"),
-            lam_a=positive(self.lam_a, "lam_a"),
-            lam_w=positive(self.lam_w, "lam_w"),
-            eta=positive(self.eta, "eta"),
-            n_steps=integer(self.n_steps, "n_steps", minimum=0),
+            n_particles=integer(value("n_particles"), "n_particles", minimum=1, maximum=2**32),
+            lam=positive(value("lam"), "lam"),
+            lam_a=positive(value("lam_a"), "lam_a"),
+            lam_w=positive(value("lam_w"), "lam_w"),
+            eta=positive(value("eta"), "eta"),
+            n_steps=integer(value("n_steps"), "n_steps", minimum=0),
             activation=activation_name(self.activation),
             n_threads=None if self.n_threads is None else int(self.n_threads),
             log_every=integer(self.log_every, "log_every", minimum=1),
@@ -257,7 +357,7 @@ class _MeanFieldBase(BaseEstimator):
         check_is_fitted(self, ("particles_", "coef_"))
         if X is None:
             raise TypeError(f"{name} must be an array, got None")
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        return self._scale_inputs(validate_data(self, X, reset=False, dtype=np.float64))
 
     # ------------------------------------------------------------------ training
     def _continuation(self, p, continuing):
@@ -517,6 +617,7 @@ class _MeanFieldBase(BaseEstimator):
             "y_one_d": np.array(bool(self._y_one_d)),
             "history": {key: np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
                         for key, values in self.history_.items()},
+            "input_scale": np.array(float(self.input_scale_)),
         }
         names = getattr(self, "feature_names_in_", None)
         if names is not None:
@@ -582,6 +683,7 @@ class _MeanFieldBase(BaseEstimator):
     def _from_checkpoint(self, contents):
         """Restore what `_checkpoint_arrays` wrote (and derived attributes) after the common entries are set."""
         self.n_outputs_ = 1 if self._y_one_d else self.coef_.shape[1]
+        self._restore_input_scale(contents)
 
     def save(self, path):
         """Write a portable checkpoint (npz, no pickled code) atomically to `path`; see mfkern.checkpoint."""
@@ -600,20 +702,23 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
     nu = N(0, I/lam_w) and moved by ``n_steps`` Euler-Maruyama steps
     w <- w - eta * grad + sqrt(2 eta lam) xi. The second layer is kept at its closed-form optimum: kernel ridge
     regression with the intrinsic kernel k(x, x') = (1/N) sum_k h(x; w_k) h(x'; w_k) and ridge n*lam*lam_a.
-    Defaults are the paper's experiment (Takakura and Suzuki, ICML 2024).
+    ``preset="paper"`` is the paper's experiment (Takakura and Suzuki, ICML 2024); the default preset
+    differs from it in the input scale and the number of steps (see ``preset``).
 
     Parameters
     ----------
-    n_particles : int, default=2000
-        Number of neurons N.
-    lam : float, default=0.004
-        Temperature and overall regularisation.
-    lam_a, lam_w : float, default=0.25
-        Second- and first-layer regularisation (effective values lam*lam_a, lam*lam_w).
-    eta : float, default=0.2
-        Step size.
-    n_steps : int, default=10000
-        Langevin steps per call of ``fit`` (with ``warm_start``, steps added to those already done).
+    n_particles : int or None, default=None
+        Number of neurons N (None: the preset's, 2000).
+    lam : float or None, default=None
+        Temperature and overall regularisation (None: the preset's, 0.004).
+    lam_a, lam_w : float or None, default=None
+        Second- and first-layer regularisation, effective values lam*lam_a, lam*lam_w (None: the preset's,
+        0.25).
+    eta : float or None, default=None
+        Step size (None: the preset's, 0.2).
+    n_steps : int or None, default=None
+        Langevin steps per call of ``fit``, with ``warm_start`` steps added to those already done (None: the
+        preset's, 500 by default, 10000 for "paper").
     activation : {"tanh", "erf"}, default="tanh"
     label_noise : float, default=0.0
         Level s of the label-noise procedure (docs/theory.md, section 6): each step fits the second layer to
@@ -653,6 +758,21 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
     precision : {"float64", "float32"}, default="float64"
         "float32" evaluates features and their products in single precision (faster; sums, factorisations
         and the particles stay float64; trajectories differ from float64 at about 1e-6 relative per step).
+    input_scale : "auto", float or None, default=None
+        The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
+        "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
+        pre-activations u.x + b then have a standard deviation of about sqrt(1.25/lam_w) (2.2 for
+        lam_w = 0.25) and few tanh features are saturated. None: the
+        preset's ("auto" by default, 1 for "paper"). Standardise the inputs yourself (e.g. a
+        ``StandardScaler`` in a ``Pipeline``); ``fit`` warns (:class:`SaturationWarning`) when more than half
+        of the initial features are saturated.
+    preset : {None, "default", "paper"}, default=None
+        Where the hyper-parameters left at None (n_particles, lam, lam_a, lam_w, eta, n_steps, input_scale)
+        come from (:data:`PRESETS`; None is "default"). A value given explicitly always wins over the
+        preset: ``preset="paper", n_steps=2000`` is the paper's setting with fewer steps. "paper" is the
+        paper's experiment exactly (input_scale=1, lam=0.004, lam_a=lam_w=0.25, eta=0.2, N=2000, 10000
+        steps); "default" is the same but with input_scale="auto" and 500 steps, chosen by measurement
+        (bench/results/defaults.md). Parameters are stored unchanged and resolved in ``fit``.
 
     Attributes
     ----------
@@ -673,12 +793,14 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         Only when X had string column names.
     n_outputs_ : int
         Number of targets T.
+    input_scale_ : float
+        The factor the inputs are multiplied by (``input_scale`` resolved for n_features_in_).
     """
 
-    def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
+    def __init__(self, n_particles=None, lam=None, lam_a=None, lam_w=None, eta=None, n_steps=None,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
                  verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
-                 precision="float64", tol=1e-10):
+                 precision="float64", tol=1e-10, input_scale=None, preset=None):
         self.n_particles = n_particles
         self.lam = lam
         self.lam_a = lam_a
@@ -697,6 +819,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         self.solver = solver
         self.precision = precision
         self.tol = tol
+        self.input_scale = input_scale
+        self.preset = preset
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
@@ -755,6 +879,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
             target, _ = as_targets(alignment_target, "alignment_target", n)
         choose_solver(p["solver"], n, p["n_particles"], p["precision"])  # e.g. cg in float32 is refused here
         seed = self._continuation(p, continuing)
+        if not continuing:
+            self._warn_if_saturated(X, seed, p)
         core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
         run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
                    one_d=one_d, alignment_target=target, **p)
@@ -763,11 +889,15 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         return self
 
     def _fit_data(self, X, y, X_val, y_val, target_direction, continuing):
-        """The validated data of `fit`: X, Y (n, T), whether y was 1-D, X_val, Y_val and the direction."""
+        """The validated data of `fit`: X, Y (n, T), whether y was 1-D, X_val, Y_val and the direction; X and
+        X_val scaled by input_scale_ (resolved here)."""
         X, y = validate_data(self, X, y, reset=not continuing, dtype=np.float64, multi_output=True,
                               y_numeric=True)
         Y, one_d = as_targets(y, "y", X.shape[0])
         X_val, Y_val = self._check_validation(X_val, y_val, X.shape[1], Y.shape[1])
+        X = self._fit_input_scale(X, continuing)
+        if X_val is not None:
+            X_val = self._scale_inputs(X_val)
         direction = self._check_direction(target_direction, X.shape[1])
         return X, Y, one_d, X_val, Y_val, direction
 

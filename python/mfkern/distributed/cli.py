@@ -43,6 +43,10 @@ def _parser():
     model.add_argument("--label-noise", type=float)
     model.add_argument("--seed", type=int, help="random_state (default: fresh entropy, recorded in the checkpoint)")
     model.add_argument("--block-size", type=int)
+    model.add_argument("--input-scale", type=_input_scale_option,
+                       help="'auto' (0.5/sqrt(d), for standardised inputs) or a number (default: the preset's)")
+    model.add_argument("--preset", choices=("default", "paper"),
+                       help="where unset hyper-parameters come from (default: 'default'; 'paper': the paper's)")
     run = parser.add_argument_group("run")
     steps = run.add_mutually_exclusive_group()
     steps.add_argument("--n-steps", type=int, help="steps to do (added to a resumed run; default 1000)")
@@ -58,7 +62,17 @@ def _parser():
 
 _MODEL_OPTIONS = {"n_particles": "n_particles", "lam": "lam", "lam_a": "lam_a", "lam_w": "lam_w", "eta": "eta",
                   "activation": "activation", "label_noise": "label_noise", "seed": "random_state",
-                  "block_size": "block_size"}
+                  "block_size": "block_size", "input_scale": "input_scale", "preset": "preset"}
+
+
+def _input_scale_option(text):
+    """--input-scale: 'auto' or a number (the estimator validates it)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
 
 
 def _read_arrays(path, keys):

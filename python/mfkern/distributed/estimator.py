@@ -82,14 +82,15 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
     whose second layer is known (the history keeps the entries up to that step).
     """
 
-    def __init__(self, n_particles=2000, lam=0.004, lam_a=0.25, lam_w=0.25, eta=0.2, n_steps=10000,
+    def __init__(self, n_particles=None, lam=None, lam_a=None, lam_w=None, eta=None, n_steps=None,
                  activation="tanh", label_noise=0.0, random_state=None, n_threads=None, log_every=100,
                  verbose=0, warm_start=False, callbacks=None, block_size=None, solver="auto",
-                 precision="float64", tol=1e-10, comm=None):
+                 precision="float64", tol=1e-10, input_scale=None, preset=None, comm=None):
         super().__init__(n_particles=n_particles, lam=lam, lam_a=lam_a, lam_w=lam_w, eta=eta, n_steps=n_steps,
                          activation=activation, label_noise=label_noise, random_state=random_state,
                          n_threads=n_threads, log_every=log_every, verbose=verbose, warm_start=warm_start,
-                         callbacks=callbacks, block_size=block_size, solver=solver, precision=precision, tol=tol)
+                         callbacks=callbacks, block_size=block_size, solver=solver, precision=precision, tol=tol,
+                         input_scale=input_scale, preset=preset)
         self.comm = comm
 
     # ------------------------------------------------------------------ plumbing
@@ -104,7 +105,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         check_is_fitted(self, ("local_particles_", "local_coef_"))
         if X is None:
             raise TypeError(f"{name} must be an array, got None")
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        return self._scale_inputs(validate_data(self, X, reset=False, dtype=np.float64))
 
     def _fraction(self):
         return self.local_particles_.shape[0] / sum(self.particle_counts_)
@@ -393,7 +394,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         params = self.get_params(deep=False)
         params.pop("comm")
         estimator = MeanFieldRegressor(**params)
-        for name in ("n_steps_done_", "seed_", "n_features_in_", "n_outputs_", "_y_one_d"):
+        for name in ("n_steps_done_", "seed_", "n_features_in_", "n_outputs_", "_y_one_d", "input_scale_"):
             setattr(estimator, name, getattr(self, name))
         if hasattr(self, "feature_names_in_"):
             estimator.feature_names_in_ = self.feature_names_in_
@@ -458,7 +459,8 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             params["callbacks"] = None  # code stays on the rank that has it
             header = dict(params=params, n_steps_done=int(estimator.n_steps_done_), seed=int(estimator.seed_),
                           n_features_in=int(estimator.n_features_in_), y_one_d=bool(estimator._y_one_d),
-                          n_outputs=int(estimator.n_outputs_), history={k: list(v) for k, v in
+                          n_outputs=int(estimator.n_outputs_), input_scale=float(estimator.input_scale_),
+                          history={k: list(v) for k, v in
                                                                         estimator.history_.items()},
                           dual_coef=np.asarray(estimator.dual_coef_, dtype=np.float64),
                           feature_names_in=getattr(estimator, "feature_names_in_", None),
@@ -485,6 +487,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         model.seed_ = header["seed"]
         model.n_features_in_ = header["n_features_in"]
         model.n_outputs_ = header["n_outputs"]
+        model.input_scale_ = header["input_scale"]
         model._y_one_d = header["y_one_d"]
         model.dual_coef_ = header["dual_coef"]
         model.history_ = header["history"]

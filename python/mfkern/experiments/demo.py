@@ -114,7 +114,10 @@ def run_demo(out_dir="mfkern-results", quick=False, seed=0, *, n_jobs=1, n_threa
                    tuning=dict(index=tuning["index"], table=tuning["table"]), mfld_config=config, mfld=mfld,
                    baselines=base, claims=claims, metadata=meta, n_cached_runs=len(cache))
     results["files"] = [os.path.join(out_dir, name) for name in ("demo.json", "demo.md")]
-    results["files"] += _plot(results, out_dir)
+    try:
+        results["files"] += _plot(results, out_dir)
+    except ImportError as exc:  # matplotlib is optional: the tables and JSON do not need it
+        print(f"  no figures: {exc}", flush=True)
     comparison, diag = _tables(results)
     results["tables"] = dict(comparison=comparison, diagnostics=diag)
     results["wall_time"] = time.perf_counter() - t0

@@ -82,7 +82,8 @@ def parity_job(spec, n_threads=1):
 
     est = MeanFieldClassifier(n_particles=c["n_particles"], n_steps=c["n_steps"], log_every=c["log_every"],
                               lam=c["lam"], lam_a=c["lam_a"], lam_w=c["lam_w"], eta=c["eta"],
-                              random_state=int(spec["seed"]), n_threads=n_threads, callbacks=[record])
+                              random_state=int(spec["seed"]), n_threads=n_threads, callbacks=[record],
+                              input_scale=1.0)  # the inputs are the task's own
     t0 = time.perf_counter()
     est.fit(X, y, X_val=X_test, y_val=y_test)
     h = est.history_
