@@ -234,10 +234,10 @@ def main(argv=None):
     from threadpoolctl import threadpool_info
 
     document = dict(
-        note=("Measured on a shared 2-core machine while other jobs were running (load average below): "
-              "absolute numbers are noisy and P = 2 competes with those jobs for the 2 cores "
-              "(mpirun --oversubscribe is needed, since the cores are not free). Read the model, not these "
-              "timings, for cluster planning."),
+        note=("Measured on the project's 2-core machine (the load average before and after is below; other jobs "
+              "raise it and make the numbers noisy). P = 2 runs two single-threaded ranks on the two cores "
+              "(mpirun --oversubscribe where the cores are not free). Read the model, not these timings, for "
+              "cluster planning."),
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(), processor=platform.processor(),
                      python=sys.version.split()[0], mpi=mpi_version, threadpools=threadpool_info()),
         load_average_before=load_before, load_average_after=os.getloadavg(),

@@ -5,9 +5,9 @@ the second layer is always at its optimum for the logistic loss, i.e. kernel log
 intrinsic kernel of the particles, solved by Newton's method warm-started from the previous step
 (:func:`mfkern.losses.solve_second_layer`; docs/theory.md, section 9). The particle drift is the gradient of the
 first variation -(lam_a_bar/(2T)) ||a_mu(w)||^2 + (lam_w_bar/2) ||w||^2 with a_mu(w) = h(X; w)^T A,
-A = -(1/(n lam_a_bar)) l'(f(X), Y), computed by ``core.drift_given_dual``; a step is
-``core.langevin_step_given_dual`` with the same counter-based noise (keyed by the seed and the step) as the
-regressor. Training shares the regressor's machinery (:class:`mfkern.estimator._MeanFieldBase`): history,
+A = -(1/(n lam_a_bar)) l'(f(X), Y). Each step goes through the training engine (:mod:`mfkern.engine`):
+its Gram from the step's features, the second layer solved here, then ``Engine.step_given_dual`` with the
+same features and the same counter-based noise (keyed by the seed and the step) as the regressor. Training shares the regressor's machinery (:class:`mfkern.estimator._MeanFieldBase`): history,
 callbacks, deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints, bitwise resume and results
 independent of the thread count.
 
@@ -44,6 +44,7 @@ from sklearn.utils.validation import validate_data
 
 from . import core
 from ._validation import as_float_array, integer, positive
+from .engine import Engine
 from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure
 from .losses import LogisticLoss, NewtonConvergenceError, _solve, _solve_multinomial
 
@@ -372,31 +373,36 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
 
     def _solve(self, K, run):
         """Newton's method for the second layer at Gram K, from run.warm; updates run.warm and the count."""
-        # The public solve_second_layer without its input checks: K comes from core.gram and Y from fit.
+        # The public solve_second_layer without its input checks: K comes from the engine and Y from fit.
         A, F, U, iterations, _ = _solve(K, run.Y, _LOSS, run.ridge, run.warm, run.newton_tol, run.newton_max_iter)
         run.warm = A
         run.newton_iterations += iterations
         return A, F, U
 
+    def _engine_at(self, run, W, step):
+        """The fit's training engine (dense: the features of a step are computed once, for the Gram and the
+        drift), at particles W and step count `step`. The second layer is solved here, in Python."""
+        if run.engine is None:
+            run.engine = Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta,
+                                seed=run.seed, step=step, activation=run.activation, solver="dense",
+                                n_threads=run.n_threads, block_size=run.block_size)
+        elif run.engine.step != step or not np.array_equal(run.engine.particles, W):
+            run.engine.set_particles(W, step)
+        return run.engine
+
     def _step(self, run, W, step):
         """One Langevin step with the logistic second layer: (new particles, A at W, U at W)."""
+        engine = self._engine_at(run, W, step)
         try:
             if run.multinomial:
                 A, _, U = self._solve_multinomial(W, run)
             else:
-                K = core.gram(W, run.X, activation=run.activation, block_size=run.block_size,
-                              n_threads=run.n_threads)
-                A, _, U = self._solve(K, run)
+                A, _, U = self._solve(engine.gram(), run)
         except NewtonConvergenceError as exc:
             raise _StepFailure(str(exc)) from exc
-        try:
-            W_new = core.langevin_step_given_dual(W, run.X, self._drift_dual(A, run), eta=run.eta, lam=run.lam,
-                                                  lam_a=run.lam_a,
-                                                  lam_w=run.lam_w, seed=self.seed_, step=step,
-                                                  activation=run.activation, n_threads=run.n_threads)
-        except FloatingPointError as exc:
-            raise _StepFailure("the particles became non-finite") from exc
-        return W_new, A, U
+        if not engine.step_given_dual(self._drift_dual(A, run)):
+            raise _StepFailure("the particles became non-finite")
+        return engine.particles, A, U
 
     @staticmethod
     def _drift_dual(A, run):
@@ -408,7 +414,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def _diagnostics(self, W, step, run):
         """The history entry at particles W, the dual coefficients A (n, T) and the second-layer weights (N, T)."""
         X, Y = run.X, run.Y
-        K = core.gram(W, X, activation=run.activation, block_size=run.block_size, n_threads=run.n_threads)
+        K = self._engine_at(run, W, step).gram()
         try:
             A, F, U = self._solve_multinomial(W, run) if run.multinomial else self._solve(K, run)
         except NewtonConvergenceError as exc:
