@@ -47,11 +47,23 @@ from ._version import __version__
 __all__ = ["CheckpointError", "FORMAT_VERSION", "UPGRADES", "save", "load", "write_state", "read_state",
            "write_npz_atomic", "fsync_directory", "scalar"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+def _upgrade_1_to_2(contents):
+    """Version 1 files predate input scaling and the multinomial classifier: their models saw the inputs
+    unscaled (input_scale 1, as parameter and as fitted value) and classified one-vs-rest."""
+    contents = dict(contents)
+    params = json.loads(str(contents["params"][()]))
+    params.setdefault("input_scale", 1.0)
+    contents["params"] = np.array(json.dumps(params, sort_keys=True))
+    contents.setdefault("input_scale", np.array(1.0))
+    contents.setdefault("multinomial", np.array(False))
+    return contents
+
 
 #: version v -> function(contents of a version-v file, a dict name -> ndarray) -> contents of version v + 1.
-#: Empty while there has been only one version.
-UPGRADES = {}
+UPGRADES = {1: _upgrade_1_to_2}
 
 _ENVELOPE = ("format", "format_version", "mfkern_version", "params")
 

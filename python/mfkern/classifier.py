@@ -512,8 +512,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise ValueError(f"{len(classes)} classes do not match a second layer with {outputs} output(s)")
         self.classes_ = classes
         self._restore_input_scale(contents)
-        # Checkpoints written before the multinomial loss existed hold one-vs-rest models: continue them so.
-        multinomial = bool(contents["multinomial"][()]) if "multinomial" in contents else False
+        # Checkpoints written before the multinomial loss existed hold one-vs-rest models (mfkern.checkpoint
+        # upgrades them with multinomial = False): continue them so.
+        multinomial = bool(contents["multinomial"][()])
         if multinomial and len(classes) < 3:
             raise ValueError("a multinomial second layer needs at least 3 classes")
         self._multinomial = multinomial

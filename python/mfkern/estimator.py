@@ -296,15 +296,11 @@ class _MeanFieldBase(BaseEstimator):
         return X if scale == 1.0 else X * scale
 
     def _restore_input_scale(self, state):
-        """input_scale_ of a loaded checkpoint state. Checkpoints from before the parameter existed were
-        trained on unscaled inputs: they keep input_scale = 1 (also as the parameter, for warm starts)."""
-        if "input_scale" in state:
-            self.input_scale_ = float(checkpoint_scalar(state, "input_scale", "f"))
-            if not (math.isfinite(self.input_scale_) and self.input_scale_ > 0):
-                raise ValueError(f"input_scale must be a finite number > 0, got {self.input_scale_}")
-        else:
-            self.input_scale = 1.0
-            self.input_scale_ = 1.0
+        """input_scale_ of a loaded checkpoint state (files from before input scaling existed are upgraded
+        to input_scale 1 by mfkern.checkpoint: their models saw the inputs unscaled)."""
+        self.input_scale_ = float(checkpoint_scalar(state, "input_scale", "f"))
+        if not (math.isfinite(self.input_scale_) and self.input_scale_ > 0):
+            raise ValueError(f"input_scale must be a finite number > 0, got {self.input_scale_}")
 
     def _warn_if_saturated(self, X, seed, p):
         """SaturationWarning when more than half of the initial features (on a subsample of the scaled
@@ -598,7 +594,7 @@ class _MeanFieldBase(BaseEstimator):
     # ------------------------------------------------------------------ checkpoints
     #: Entries every checkpoint state of an MFLD estimator has (see mfkern.checkpoint).
     _checkpoint_required = ("particles", "n_steps_done", "seed", "dual_coef", "coef", "n_features_in", "y_one_d",
-                            "history")
+                            "history", "input_scale")
 
     def _checkpoint_state(self):
         """The fitted state as a checkpoint state dict (entry name -> ndarray, or a dict of them).
