@@ -90,7 +90,8 @@ if [[ $RUN_PY == 1 ]]; then
   start=$(date +%s)
   SO=$(find "$BUILD" -maxdepth 1 -name "_core*.so" | head -n 1)
   [[ -n "$SO" ]] || { echo "sanitize.sh: no _core*.so in $BUILD" >&2; exit 1; }
-  nm -D "$SO" | grep -q "__asan_" || { echo "sanitize.sh: $SO is not instrumented" >&2; exit 1; }
+  # grep reads all of nm's output (grep -q would stop early and, under pipefail, fail the pipe with SIGPIPE)
+  nm -D "$SO" | grep "__asan_" >/dev/null || { echo "sanitize.sh: $SO is not instrumented" >&2; exit 1; }
 
   # Stage: the pure-Python package from the source tree plus the sanitized extension.
   STAGE=$BUILD/stage
