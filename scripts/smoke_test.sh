@@ -22,8 +22,9 @@ step "python -m build (sdist, then a wheel from it)"
   tail -50 "$WORK/build.log"; exit 1; }
 SDIST=$(ls "$WORK"/dist/mfkern-*.tar.gz)
 WHEEL=$(ls "$WORK"/dist/mfkern-*.whl)
-VERSION=$("$WORK/build-env/bin/python" -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['project']['version'])" pyproject.toml 2>/dev/null \
-  || sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The one version source (pyproject's version is dynamic, read from it by scikit-build-core).
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' python/mfkern/_version.py)
+[[ -n "$VERSION" ]] || { echo "no __version__ in python/mfkern/_version.py"; exit 1; }
 echo "   $(basename "$SDIST"), $(basename "$WHEEL"), version $VERSION"
 
 step "the sdist carries the vendored Eigen and its licence"
