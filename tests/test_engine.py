@@ -125,6 +125,18 @@ def test_diagnostics_match_numpy(rng, solver):
     np.testing.assert_allclose(engine.output_weights(), H.T @ A, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_output_weights_from_stored_features_are_the_recomputed_ones(rng, solver):
+    # After diagnostics the engine holds the current particles' features and reuses them; the result must
+    # be the stateless function's, which computes the features afresh, to the bit.
+    X, Y, W = task(rng, 300, 5, 200, tasks=2)
+    engine = make(X, Y, W, solver)
+    engine.run(3)
+    engine.diagnostics()
+    expected = core.output_weights(engine.particles, X, engine.dual, n_threads=1)
+    np.testing.assert_array_equal(engine.output_weights(), expected)
+
+
 def test_diagnostics_factor_is_reused_by_the_next_step(rng):
     X, Y, W = task(rng, 300, 5, 300)
     engine = make(X, Y, W, "cg")

@@ -583,7 +583,21 @@ EngineDiagnostics Engine::diagnostics() {
 }
 
 void Engine::output_weights(double* weights_rows) {
-    ::mfkern::output_weights(impl_->parts, impl_->x, act_, a_.data(), T_, weights_rows, opt_.n_threads);
+    auto& s = *impl_;
+    const bool cached = !opt_.single_precision && opt_.second_layer != SecondLayer::Woodbury &&
+                        s.features_step == static_cast<long>(step_) && s.cache_d.enabled();
+    if (!cached) {
+        ::mfkern::output_weights(s.parts, s.x, act_, a_.data(), T_, weights_rows, opt_.n_threads);
+        return;
+    }
+    // The current particles' features are stored: the same tiles and products as output_weights(), without
+    // recomputing the features (so the same bits).
+    const long n = n_, tiles = (N_ + kParticleTile - 1) / kParticleTile;
+#pragma omp parallel for schedule(dynamic) num_threads(opt_.n_threads) if (tiles > 1)
+    for (long t = 0; t < tiles; ++t) {
+        const long k0 = t * kParticleTile, m = std::min(kParticleTile, N_ - k0);
+        blas::gemm(true, false, T_, m, n, 1.0, a_.data(), n, s.cache_d.h(k0), n, 0.0, weights_rows + k0 * T_, T_);
+    }
 }
 
 std::vector<RunResult> run_ensemble(const std::vector<Engine*>& engines, long k, int n_threads) {
