@@ -42,6 +42,16 @@ Options options(long block_size, std::size_t cache_bytes, int n_threads, const s
     return o;
 }
 
+// Run body() in the core: with the GIL released (a run() in another thread holds the core's lock and takes
+// the GIL between steps, so waiting for the lock with the GIL would deadlock), under the core's lock with
+// BLAS pinned to one thread (blas::Session).
+template <class Body>
+auto in_core(Body&& body) {
+    py::gil_scoped_release release;
+    const blas::Session session;
+    return body();
+}
+
 // Take BLAS/LAPACK from scipy when it is importable: tuned and CPU-dispatched, with no link-time BLAS.
 bool register_scipy_blas() {
     try {
@@ -96,11 +106,9 @@ PYBIND11_MODULE(_core, m) {
         const Activation a = parse_activation(act);
         auto out = empty(x.shape(0), w.shape(0));
         double* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             features(particles(w), inputs(x), a, o, n_threads);
-        }
+        });
         return out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("activation"), py::arg("n_threads"));
 
@@ -110,9 +118,7 @@ PYBIND11_MODULE(_core, m) {
         const long n1 = x.shape(0), n2 = x2 ? x2->shape(0) : n1;
         auto out = empty(n1, n2);
         double* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             const Particles p = particles(w);
             const Inputs xa = inputs(x);
             if (x2) {
@@ -120,7 +126,7 @@ PYBIND11_MODULE(_core, m) {
             } else {
                 gram_symmetric<double>(p, xa, a, block_size, nullptr, o, n_threads);
             }
-        }
+        });
         return out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("x2").noconvert().none(true),
        py::arg("activation"), py::arg("block_size"), py::arg("n_threads"));
@@ -129,9 +135,7 @@ PYBIND11_MODULE(_core, m) {
         const long n = k.shape(0), t = y.shape(1);
         auto out = empty(n, t);
         double* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             const RidgeFactor factor(k.data(), n, ridge, n_threads);
             std::vector<double> cols(static_cast<std::size_t>(n * t));
             for (long j = 0; j < n; ++j)
@@ -139,17 +143,12 @@ PYBIND11_MODULE(_core, m) {
             factor.solve_in_place(cols.data(), t);
             for (long j = 0; j < n; ++j)
                 for (long i = 0; i < t; ++i) o[j * t + i] = cols[i * n + j];
-        }
+        });
         return out;
     }, py::arg("k").noconvert(), py::arg("y").noconvert(), py::arg("ridge"), py::arg("n_threads"));
 
     m.def("ridge_inverse_stats", [](const Array& k, double ridge, int n_threads) {
-        RidgeFactor::InverseStats s;
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
-            s = RidgeFactor(k.data(), k.shape(0), ridge, n_threads).inverse_stats();
-        }
+        const RidgeFactor::InverseStats s = in_core([&] { return RidgeFactor(k.data(), k.shape(0), ridge, n_threads).inverse_stats(); });
         return py::make_tuple(s.trace, s.condition);
     }, py::arg("k").noconvert(), py::arg("ridge"), py::arg("n_threads"),
        "(trace of (K + ridge I)^{-1}, 1-norm condition number of K + ridge I)");
@@ -159,14 +158,11 @@ PYBIND11_MODULE(_core, m) {
                           const std::string& precision) {
         const Activation a = parse_activation(act);
         const Options opt = options(block_size, 0, n_threads, solver, precision);
-        Diagnostics d;
         auto dual = empty(y.shape(0), y.shape(1));
         double* du = dual.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
-            d = objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, opt, du);
-        }
+        const Diagnostics d = in_core([&] {
+            return objective(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, opt, du);
+        });
         py::dict r;
         r["dual"] = dual;
         r["U"] = d.U;
@@ -187,13 +183,10 @@ PYBIND11_MODULE(_core, m) {
         auto grad = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *g = grad.mutable_data(), *du = dual.mutable_data();
-        DriftResult r;
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
-            r = drift(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, e ? e->data() : nullptr, g,
-                      du, opt);
-        }
+        const DriftResult r = in_core([&] {
+            return drift(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, e ? e->data() : nullptr,
+                         g, du, opt);
+        });
         return py::make_tuple(grad, dual, r.U);
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("label_noise").noconvert().none(true),
@@ -209,13 +202,10 @@ PYBIND11_MODULE(_core, m) {
         auto w_out = empty(w.shape(0), w.shape(1));
         auto dual = empty(y.shape(0), y.shape(1));
         double *wo = w_out.mutable_data(), *du = dual.mutable_data();
-        DriftResult r;
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
-            r = langevin_step(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, eta, seed, step,
-                              level, first_index, wo, du, opt);
-        }
+        const DriftResult r = in_core([&] {
+            return langevin_step(particles(w), inputs(x), targets(y), Hyper{lam, lam_a, lam_w}, a, eta, seed, step,
+                                 level, first_index, wo, du, opt);
+        });
         return py::make_tuple(w_out, dual, r.U);
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("eta"), py::arg("lam"),
        py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"), py::arg("activation"),
@@ -228,12 +218,10 @@ PYBIND11_MODULE(_core, m) {
         const Activation ac = parse_activation(act);
         auto grad = empty(w.shape(0), w.shape(1));
         double* g = grad.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             drift_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
                              Hyper{lam, lam_a, lam_w}, g, options(0, 0, n_threads, "dense", precision));
-        }
+        });
         return grad;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
        py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("activation"), py::arg("n_threads"),
@@ -246,13 +234,11 @@ PYBIND11_MODULE(_core, m) {
         const Activation ac = parse_activation(act);
         auto w_out = empty(w.shape(0), w.shape(1));
         double* wo = w_out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             langevin_step_given_dual(particles(w), inputs(x), ac, a.data(), b ? b->data() : nullptr, a.shape(1),
                                      Hyper{lam, lam_a, lam_w}, eta, seed, step, first_index, wo,
                                      options(0, 0, n_threads, "dense", precision));
-        }
+        });
         return w_out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
        py::arg("eta"), py::arg("lam"), py::arg("lam_a"), py::arg("lam_w"), py::arg("seed"), py::arg("step"),
@@ -264,15 +250,13 @@ PYBIND11_MODULE(_core, m) {
         const long t = dual.shape(1);
         auto out = empty(w.shape(0), t);
         double* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             const Inputs xi = inputs(x);
             std::vector<double> cols(static_cast<std::size_t>(xi.n * t));
             for (long j = 0; j < xi.n; ++j)
                 for (long i = 0; i < t; ++i) cols[i * xi.n + j] = dual.data()[j * t + i];
             output_weights(particles(w), xi, a, cols.data(), t, o, n_threads);
-        }
+        });
         return out;
     }, py::arg("w").noconvert(), py::arg("x").noconvert(), py::arg("dual").noconvert(), py::arg("activation"),
        py::arg("n_threads"));
@@ -282,12 +266,10 @@ PYBIND11_MODULE(_core, m) {
         const Activation a = parse_activation(act);
         auto out = empty(x.shape(0), weights.shape(1));
         double* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;  // lock + BLAS pinned to one thread
+        in_core([&] {
             network_output(particles(w), weights.data(), weights.shape(1), x.data(), x.shape(0), x.shape(1), a,
                            block_size, o, n_threads);
-        }
+        });
         return out;
     }, py::arg("w").noconvert(), py::arg("weights").noconvert(), py::arg("x").noconvert(), py::arg("activation"),
        py::arg("block_size"), py::arg("n_threads"));
@@ -347,9 +329,7 @@ PYBIND11_MODULE(_core, m) {
         .def("run", [](Engine& e, long k, const py::object& stop) {
             RunResult r;
             bool signalled = false;
-            {
-                py::gil_scoped_release release;
-                const blas::Session session;
+            in_core([&] {
                 // Before each step: pending signals (Ctrl-C) and the caller's stop flag, with the GIL.
                 const std::function<bool()> stop_requested = [&]() {
                     py::gil_scoped_acquire acquire;
@@ -360,7 +340,7 @@ PYBIND11_MODULE(_core, m) {
                     return !stop.is_none() && stop().cast<bool>();
                 };
                 r = e.run(k, stop_requested);
-            }
+            });
             if (signalled) throw py::error_already_set();  // e.g. KeyboardInterrupt, at a step boundary
             static const char* names[] = {"completed", "stopped", "nonfinite", "not_positive_definite"};
             py::dict out;
@@ -371,12 +351,7 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("k"), py::arg("stop") = py::none(),
            "Advance up to k steps; returns {'steps', 'status', 'message'}.")
         .def("diagnostics", [](Engine& e) {
-            EngineDiagnostics d;
-            {
-                py::gil_scoped_release release;
-                const blas::Session session;
-                d = e.diagnostics();
-            }
+            const EngineDiagnostics d = in_core([&] { return e.diagnostics(); });
             py::dict out;
             out["U"] = d.U;
             out["G"] = d.G;
@@ -390,11 +365,9 @@ PYBIND11_MODULE(_core, m) {
         .def("gram", [](Engine& e) {
             auto out = empty(e.n(), e.n());
             double* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                const blas::Session session;
+            in_core([&] {
                 e.gram(o);
-            }
+            });
             return out;
         }, "The Gram K (n, n) of the current particles (their features stay stored for step_given_dual).")
         .def("step_given_dual", [](Engine& e, const Array& a, std::optional<Array> b) {
@@ -407,29 +380,20 @@ PYBIND11_MODULE(_core, m) {
                     a_cols[i * n + j] = a.data()[j * t + i];
                     if (b) b_cols[i * n + j] = b->data()[j * t + i];
                 }
-            RunStatus status;
-            {
-                py::gil_scoped_release release;
-                const blas::Session session;
-                status = e.step_given_dual(a_cols.data(), b ? b_cols.data() : nullptr);
-            }
+            const RunStatus status = in_core([&] { return e.step_given_dual(a_cols.data(), b ? b_cols.data() : nullptr); });
             return status == RunStatus::Completed;
         }, py::arg("a").noconvert(), py::arg("b").noconvert().none(true),
            "One step with the given dual coefficients; False (and no step) when the new particles are not finite.")
         .def("output_weights", [](Engine& e) {
             auto out = empty(e.n_particles(), e.n_tasks());
             double* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                const blas::Session session;
+            in_core([&] {
                 e.output_weights(o);
-            }
+            });
             return out;
         }, "Second-layer weights H^T A (N, T) for the dual coefficients held.")
         .def("set_particles", [](Engine& e, const Array& w, std::uint32_t step) {
-            py::gil_scoped_release release;
-            const blas::Session session;
-            e.set_particles(w.data(), step);
+            in_core([&] { e.set_particles(w.data(), step); });
         }, py::arg("w").noconvert(), py::arg("step"))
         .def("set_reducer", [](Engine& e, const py::object& reduce, long total_particles) {
             // reduce(buffer) sums a float64 array in place over the shards (called with the GIL, from run
@@ -445,33 +409,22 @@ PYBIND11_MODULE(_core, m) {
             e.set_alignment_target(target.data(), target.shape(1));
         }, py::arg("target").noconvert())
         .def("roll_back", [](Engine& e) {
-            py::gil_scoped_release release;  // never wait for the core's lock while holding the GIL
-            const blas::Session session;
-            return e.roll_back();
+            return in_core([&] { return e.roll_back(); });
         })
         .def_property_readonly("particles", [](const Engine& e) {
             auto out = empty(e.n_particles(), e.dim());
             double* o = out.mutable_data();
-            {
-                // The core's lock is taken with the GIL released: a run() in another thread holds that lock
-                // and takes the GIL between steps (to look at signals), so waiting for it with the GIL would
-                // deadlock.
-                py::gil_scoped_release release;
-                const blas::Session session;
-                std::copy(e.particles(), e.particles() + e.n_particles() * e.dim(), o);
-            }
+            in_core([&] { std::copy(e.particles(), e.particles() + e.n_particles() * e.dim(), o); });
             return out;
         })
         .def_property_readonly("dual", [](const Engine& e) {
             auto out = empty(e.n(), e.n_tasks());
             double* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;  // as for particles
-                const blas::Session session;
+            in_core([&] {
                 const long n = e.n(), t = e.n_tasks();
                 for (long j = 0; j < n; ++j)
                     for (long i = 0; i < t; ++i) o[j * t + i] = e.dual()[i * n + j];
-            }
+            });
             return out;
         }, "Dual coefficients A (n, T) of the last second-layer solve.")
         .def_property_readonly("has_current_dual", &Engine::has_current_dual)
@@ -492,12 +445,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("run_ensemble", [](const std::vector<Engine*>& engines, long k, int n_threads) {
         for (const Engine* e : engines)
             if (e == nullptr) throw std::invalid_argument("engines must not contain None");
-        std::vector<RunResult> results;
-        {
-            py::gil_scoped_release release;
-            const blas::Session session;
-            results = run_ensemble(engines, k, n_threads);
-        }
+        const std::vector<RunResult> results = in_core([&] { return run_ensemble(engines, k, n_threads); });
         static const char* names[] = {"completed", "stopped", "nonfinite", "not_positive_definite"};
         py::list out;
         for (const RunResult& r : results) {
