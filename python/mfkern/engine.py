@@ -291,5 +291,3 @@ def run_ensemble(engines, k, *, n_threads=None):
     out = _core.run_ensemble([e._engine for e in engines], k, n_threads_value(n_threads))
     return [RunResult(int(r["steps"]), r["status"], r["message"]) for r in out]
 
-
-__all__ += ["MemoryLimitError"]
