@@ -8,6 +8,7 @@ from .checkpoint import CheckpointError
 from .classifier import MeanFieldClassifier
 from .estimator import PRESETS, DivergenceError, MeanFieldRegressor, SaturationWarning
 from .core import (
+    MemoryLimitError,
     NotPositiveDefiniteError,
     degrees_of_freedom,
     drift,
@@ -33,6 +34,7 @@ __all__ = [
     "core",
     "losses",
     "plot",
+    "MemoryLimitError",
     "NotPositiveDefiniteError",
     "degrees_of_freedom",
     "drift",
