@@ -16,6 +16,7 @@ import pytest
 
 import mfkern.core as core
 from mfkern import DivergenceError, MeanFieldRegressor
+from mfkern.estimator import HISTORY_KEYS
 from mfkern import distributed
 from mfkern.distributed import collectives
 from mfkern.distributed import (
@@ -243,6 +244,128 @@ def test_bad_comm_is_a_type_error(problem):
         DistributedMeanFieldRegressor(comm="world", **_params(n_steps=1)).fit(X, y)
 
 
+# ------------------------------------------------------------------------------------------- one training loop
+# The training loop of MeanFieldBase (and MeanFieldRegressor's engine strategy). The MPI regressor must not
+# replace any of it: it supplies only where its particles live (its rows of the initial draw, an engine whose
+# sums over particles are reduced across the ranks, the fitted state of a shard, rank 0's log lines).
+LOOP_METHODS = ("_run_training", "_initialise", "_train", "_advance", "_log", "_record", "_call_back", "_diverge",
+                "_restore", "_settle", "_diagnostics", "_finish_diagnostics", "_engine_at", "_divergence_hint")
+SHARD_HOOKS = {"_initial_particles", "_new_engine", "_set_second_layer", "_particles_attribute", "_progress_bar",
+               "_log_line"}
+
+
+def _overridden(cls, base):
+    """Names `cls` defines itself that `base` (or a class above it) defines too; scikit-learn's generated
+    per-class members (metadata requests, output wrapping) and dunders left out."""
+    inherited = set().union(*(vars(klass) for klass in base.__mro__))
+    generated = {"_sklearn_auto_wrap_output_keys"}
+    return {name for name in vars(cls) if name in inherited and not name.startswith("__") and name not in generated
+            and not (name.startswith("set_") and name.endswith("_request"))}
+
+
+def test_the_distributed_regressor_does_not_override_the_training_loop():
+    from mfkern.estimator import MeanFieldBase
+
+    overridden = _overridden(DistributedMeanFieldRegressor, MeanFieldRegressor)
+    assert not overridden & set(LOOP_METHODS)
+    # Besides the shard hooks: parameters and data checks (fit), and the collective inference and checkpoints.
+    assert overridden == SHARD_HOOKS | {"fit", "_check_X", "_n_features_out", "predict", "kernel", "transform", "save",
+                                        "load"}
+    for name in LOOP_METHODS:
+        owner = next(klass for klass in DistributedMeanFieldRegressor.__mro__ if name in vars(klass))
+        assert owner in (MeanFieldBase, MeanFieldRegressor), name
+    for name in ("_diagnose", "_commit", "_is_log_step", "_engine"):  # its former loop is gone, not renamed
+        assert not hasattr(DistributedMeanFieldRegressor, name), name
+
+
+def test_the_distributed_fit_runs_the_base_loop(problem, monkeypatch):
+    """The loop that trains the MPI regressor is MeanFieldBase's: a spy on it sees every logged step."""
+    from mfkern.estimator import MeanFieldBase
+
+    X, y, _, _ = problem
+    seen = []
+    record = MeanFieldBase._record
+
+    def spy(self, diag, run):
+        seen.append((type(self).__name__, diag["step"]))
+        return record(self, diag, run)
+
+    monkeypatch.setattr(MeanFieldBase, "_record", spy)
+    DistributedMeanFieldRegressor(comm=SingleProcess(), **_params(n_steps=120)).fit(X, y)
+    MeanFieldRegressor(**_params(n_steps=120)).fit(X, y)
+    steps = [0, 50, 100, 120]
+    assert seen == [("DistributedMeanFieldRegressor", s) for s in steps] + [("MeanFieldRegressor", s) for s in steps]
+
+
+def _same_state(model, ref):
+    """The distributed model (one process) and the plain estimator hold the same bits."""
+    np.testing.assert_array_equal(model.gather_particles(), ref.particles_)
+    np.testing.assert_array_equal(model.dual_coef_, ref.dual_coef_)
+    np.testing.assert_array_equal(model.gather_coef(), ref.coef_)
+    assert model.n_steps_done_ == ref.n_steps_done_
+    assert list(model.history_) == list(ref.history_)
+    for key, values in ref.history_.items():
+        if key != "wall_time":
+            np.testing.assert_array_equal(model.history_[key], values, err_msg=key)
+
+
+def _fit_both(params, steps, X, y, fit_kwargs=None):
+    """The plain estimator and the one-process distributed model through the fits `steps` (parameter changes,
+    warm-started after the first). Returns, per model, the model, the steps its callback saw and the
+    DivergenceError of the last fit (None when it completed)."""
+    out = []
+    for make in (lambda **kw: MeanFieldRegressor(**kw),
+                 lambda **kw: DistributedMeanFieldRegressor(comm=SingleProcess(), **kw)):
+        calls = []
+        model = make(callbacks=lambda est, step, diag: calls.append(step), **params)
+        error = None
+        for i, change in enumerate(steps):
+            change = dict(change)
+            scale = change.pop("y_scale", 1.0)
+            if i:
+                model.set_params(warm_start=True, **change)
+            try:
+                model.fit(X, scale * y, **(fit_kwargs or {}))
+            except DivergenceError as exc:
+                error = exc
+        out.append((model, calls, error))
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["divergence_with_label_noise", "warm_start_of_zero_steps", "unsolvable_warm_start"])
+def test_one_process_is_the_plain_estimator_bitwise_also_after_a_divergence(problem, scenario):
+    """The distributed model on one process follows the plain estimator bit for bit, through warm starts and
+    divergences too: the same second layer after falling back, the same failed step, the same callbacks."""
+    X, y, X_val, y_val = problem
+    params, steps = {
+        # The particles run away at step 111; the fallback (step 110) is not a logged step.
+        "divergence_with_label_noise": (_params(eta=1000.0, log_every=7, label_noise=0.3), [{}]),
+        "warm_start_of_zero_steps": (_params(n_steps=100), [{}, {"n_steps": 0}]),
+        # U is not finite for targets of 1e300: the warm start fails at its first logged step.
+        "unsolvable_warm_start": (_params(n_steps=20), [{}, {"n_steps": 0, "y_scale": 1e300}]),
+    }[scenario]
+    (ref, ref_calls, ref_error), (model, calls, error) = _fit_both(params, steps, X, y,
+                                                                   dict(X_val=X_val, y_val=y_val))
+    _same_state(model, ref)
+    assert calls == ref_calls
+    assert (error is None) == (ref_error is None) == (scenario == "warm_start_of_zero_steps")
+    if error is not None:
+        assert (error.step, error.n_steps_done, error.cause) == (ref_error.step, ref_error.n_steps_done,
+                                                                 ref_error.cause)
+        assert str(error) == str(ref_error).replace("MeanFieldRegressor", "DistributedMeanFieldRegressor")
+
+
+def test_one_process_gives_the_plain_history_keys_and_values(problem):
+    X, y, X_val, y_val = problem
+    direction = np.eye(X.shape[1])[1]
+    for params in (_params(), _params(label_noise=0.3, n_particles=65, log_every=70)):
+        ref = MeanFieldRegressor(**params).fit(X, y, X_val=X_val, y_val=y_val, target_direction=direction)
+        model = DistributedMeanFieldRegressor(comm=SingleProcess(), **params)
+        model.fit(X, y, X_val=X_val, y_val=y_val, target_direction=direction)
+        assert list(model.history_) == list(ref.history_) == list(HISTORY_KEYS)
+        _same_state(model, ref)
+
+
 # ------------------------------------------------------------------------------------------- real MPI runs
 def _mpirun():
     """(mpirun path, extra flags) or None; Open MPI needs flags to run as root and oversubscribe 2 cores."""
@@ -361,3 +484,19 @@ def test_resume_on_a_different_number_of_ranks(mpi_runs, name, ranks):
         for r in range(ranks):
             seen = np.load(root / f"{name}.npz.rank{r}.npz")
             assert tuple(seen["range"]) == shard_bounds(64, ranks, r)
+
+
+@needs_mpi
+@pytest.mark.parametrize("name", ["plain", "noisy"])
+def test_two_ranks_give_the_plain_history_keys_and_values(mpi_runs, name):
+    """The history of a 2-rank fit has the plain estimator's keys, in its order, its logged steps, and its
+    values up to the summation order of the Gram (RTOL), NaN where it has NaN; every rank has the same."""
+    root, refs, _ = mpi_runs
+    ref, saved = refs[name], MeanFieldRegressor.load(root / f"{name}.npz")
+    assert list(saved.history_) == list(ref.history_) == list(HISTORY_KEYS)
+    assert saved.history_["step"] == ref.history_["step"] == [0, 50, 100, 150, 200, 250, 300]
+    for key in HISTORY_KEYS:
+        if key not in ("step", "wall_time"):
+            np.testing.assert_allclose(saved.history_[key], ref.history_[key], rtol=RTOL, atol=0, err_msg=key)
+    for r in range(2):
+        np.testing.assert_array_equal(np.load(root / f"{name}.npz.rank{r}.npz")["U"], saved.history_["U"])

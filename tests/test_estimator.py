@@ -616,3 +616,22 @@ def test_warm_start_rejects_a_changed_number_of_particles_or_features(rng):
     est.set_params(n_particles=SMALL["n_particles"])
     with pytest.raises(ValueError, match="expecting 3 features"):
         est.fit(X[:, :2], y)
+
+
+def test_shared_training_machinery_has_public_names_and_keeps_the_former_private_ones():
+    """What other estimators build on (the base class, the run record, the step failure, where the particles
+    live, the seed and the step limit) has public names; the former private names stay as aliases."""
+    from mfkern import estimator
+    from mfkern.distributed import DistributedMeanFieldRegressor
+    from mfkern.classifier import MeanFieldClassifier
+
+    for public, private in [("MeanFieldBase", "_MeanFieldBase"), ("TrainingRun", "_Run"),
+                            ("StepFailure", "_StepFailure"), ("seed_from", "_seed_from"), ("MAX_STEPS", "_MAX_STEPS")]:
+        assert getattr(estimator, public) is getattr(estimator, private), public
+    for cls in (MeanFieldRegressor, MeanFieldClassifier, DistributedMeanFieldRegressor):
+        assert issubclass(cls, estimator.MeanFieldBase)
+    assert estimator.TrainingRun.__dataclass_fields__["shards"].default is estimator.ONE_PROCESS
+    one = estimator.ONE_PROCESS
+    values = np.array([1.5, -2.0])
+    assert one.sum(values) is values and one.any(0) is False and one.common(3.5) == 3.5 and one.share == 1.0
+    assert estimator.seed_from(12) == 12 and estimator.MAX_STEPS == 2**32

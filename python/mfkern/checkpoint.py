@@ -2,7 +2,7 @@
 
 This module is the file format only; it knows no estimator class. An estimator maps its fitted state to a
 *state dict* and back (``_checkpoint_state()`` and ``_set_checkpoint_state(state)``, see
-:class:`mfkern.estimator._MeanFieldBase`); :func:`save` and :func:`load` connect that protocol to files, and
+:class:`mfkern.estimator.MeanFieldBase`); :func:`save` and :func:`load` connect that protocol to files, and
 :func:`write_state` / :func:`read_state` are the format itself.
 
 The file is an ``.npz`` (a zip of stored ``.npy`` members) readable with ``numpy.load(path,

@@ -10,8 +10,10 @@ raises :class:`DivergenceError` and leaves the estimator at its last good step, 
 portable checkpoint atomically, and a reloaded run continued with ``warm_start=True`` follows the same
 trajectory bit for bit (the noise is counter-based: its position is just ``(seed_, n_steps_done_)``).
 
-The training loop and these guarantees live in ``_MeanFieldBase``, shared with
-:class:`mfkern.classifier.MeanFieldClassifier`; each estimator supplies its loss-specific step and diagnostics.
+The training loop and these guarantees live in :class:`MeanFieldBase`, shared with
+:class:`mfkern.classifier.MeanFieldClassifier` and :class:`mfkern.distributed.DistributedMeanFieldRegressor`;
+each estimator supplies its loss-specific step and diagnostics, and where its particles live (the engine it
+trains with and the :class:`OneProcess` protocol of a :class:`TrainingRun`).
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ HISTORY_KEYS = (
     "wall_time",            # seconds of training so far, cumulated over warm-started fits
 )
 
-_MAX_STEPS = 2**32  # the step counter of the noise generator is 32-bit
+MAX_STEPS = 2**32  # the step counter of the noise generator is 32-bit
+_MAX_STEPS = MAX_STEPS  # the former private name
 
 #: Hyper-parameter presets. A hyper-parameter left at None takes its value from the preset (``preset=None``
 #: means "default"); a value given explicitly always wins over the preset. "paper" is the experiment of
@@ -112,8 +115,9 @@ class DivergenceError(RuntimeError, FloatingPointError):
         self.cause = cause
 
 
-def _seed_from(random_state):
-    """A uint64 seed (as a Python int) from an int, None, a RandomState or a Generator."""
+def seed_from(random_state):
+    """A uint64 seed (as a Python int) from an int, None, a RandomState or a Generator (``random_state`` of
+    the estimators)."""
     if random_state is None:
         # Fresh OS entropy; stored in `seed_` so the run can be replayed.
         return int(np.random.SeedSequence().entropy) % 2**64
@@ -125,6 +129,9 @@ def _seed_from(random_state):
         raise TypeError("random_state must be None, an int in [0, 2**64), a numpy RandomState or Generator, "
                         f"got {type(random_state).__name__}")
     return seed_value(random_state, "random_state")
+
+
+_seed_from = seed_from  # the former private name
 
 
 def _callback_list(callbacks):
@@ -150,12 +157,13 @@ class _DeferredInterrupt:
     """Defers Ctrl-C (SIGINT) to the end of the current training step.
 
     Installed only in the main thread and only while SIGINT has Python's default handler (a custom or
-    ignoring handler is respected). The first Ctrl-C sets `requested`; a second one raises KeyboardInterrupt
-    at once, for a user who really wants out.
+    ignoring handler is respected), and not at all when `enabled` is false. The first Ctrl-C sets
+    `requested`; a second one raises KeyboardInterrupt at once, for a user who really wants out.
     """
 
-    def __init__(self):
+    def __init__(self, enabled=True):
         self.requested = False
+        self._enabled = enabled
         self._previous = None
         self._installed = False
 
@@ -165,7 +173,7 @@ class _DeferredInterrupt:
         self.requested = True
 
     def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
+        if (self._enabled and threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._installed = True
@@ -177,8 +185,43 @@ class _DeferredInterrupt:
         return False
 
 
+class OneProcess:
+    """Where the particles of a fit live: all of them in this process (``TrainingRun.shards``).
+
+    The training loop reaches the other processes only through this object's few operations, identities
+    here; :mod:`mfkern.distributed` supplies one for particles sharded over MPI ranks, whose sums over
+    particles (validation predictions, parameter alignment) are reduced across the ranks, whose callbacks
+    stop all ranks together and whose log lines come from rank 0 only.
+    """
+
+    #: This process's fraction of the particles (partial sums over particles are weighted by it).
+    share = 1.0
+    #: Ctrl-C is deferred to a step boundary and a progress bar may show (a rank of several cannot stop
+    #: alone: the others would wait for it at the next reduction).
+    interactive = True
+    #: This process prints the log lines of ``verbose``.
+    prints = True
+    #: Appended to the class name in log lines.
+    label = ""
+
+    def sum(self, values):
+        """Elementwise sum of the float64 array `values` over the processes (the same bits on each)."""
+        return values
+
+    def any(self, flag):
+        """Whether `flag` is true in some process."""
+        return bool(flag)
+
+    def common(self, value):
+        """The first process's `value`, in every process."""
+        return value
+
+
+ONE_PROCESS = OneProcess()
+
+
 @dataclass
-class _Run:
+class TrainingRun:
     """Everything one call of fit needs besides the estimator's own state."""
 
     X: np.ndarray
@@ -211,6 +254,10 @@ class _Run:
     t0: float = 0.0
     wall_offset: float = 0.0
     progress: Any = None
+    shards: Any = ONE_PROCESS          # where the particles live (OneProcess protocol)
+
+
+_Run = TrainingRun  # the former private name
 
 
 def _particles_finite(W, lam_w_bar):
@@ -222,7 +269,7 @@ def _particles_finite(W, lam_w_bar):
         return math.isfinite(lam_w_bar / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0])
 
 
-class _StepFailure(Exception):
+class StepFailure(Exception):
     """Raised by a training step hook when the step cannot be computed; `cause` says why, in words.
 
     The original exception, if any, is chained as ``__cause__`` and ends up as the cause of the
@@ -234,21 +281,39 @@ class _StepFailure(Exception):
         self.cause = cause
 
 
-class _MeanFieldBase(BaseEstimator):
-    """What every two-timescale MFLD estimator shares: parameter checks, the training loop with its
+_StepFailure = StepFailure  # the former private name
+
+
+class MeanFieldBase(BaseEstimator):
+    """What every two-timescale MFLD estimator shares: parameter checks, the one training loop with its
     safety guarantees (deferred Ctrl-C, divergence roll-back, callbacks, logging), the learned kernel and
     features, and checkpoints.
 
     A subclass provides the loss-specific hooks: ``_step`` (one Langevin step, returning the new particles and
-    the dual coefficients and data term at the old ones), ``_diagnostics`` (the history entry, dual
-    coefficients and second-layer weights at given particles), ``_set_second_layer`` and the text hooks
-    ``_log_line``, ``_postfix`` and ``_divergence_hint``; and ``fit``, which validates its data and calls
-    ``_run_training``. ``_history_keys`` names the history columns and ``_checkpoint_format`` the checkpoint
-    format (see :mod:`mfkern.checkpoint`).
+    the dual coefficients and data term at the old ones) or ``_advance`` (several steps at once, e.g. inside an
+    engine), ``_diagnostics`` (the history entry, dual coefficients and second-layer weights at given
+    particles), ``_set_second_layer`` and the text hooks ``_log_line``, ``_postfix`` and ``_divergence_hint``;
+    and ``fit``, which validates its data and calls ``_run_training``. Where the particles live is the
+    subclass's too: ``_initial_particles`` draws this process's rows, ``_particles_attribute`` names the
+    attribute holding them, ``TrainingRun.shards`` (see :class:`OneProcess`) connects the processes and, for
+    the regressor's engine strategy, ``_new_engine`` builds the engine (sharded under MPI).
+    ``_history_keys`` names the history columns and ``_checkpoint_format`` the checkpoint format (see
+    :mod:`mfkern.checkpoint`).
     """
 
     _history_keys = HISTORY_KEYS
     _checkpoint_format = "mfkern.MeanFieldRegressor"
+    #: The fitted attribute that holds the particles this process trains.
+    _particles_attribute = "particles_"
+
+    @property
+    def _particles(self):
+        """The particles this process trains (the attribute ``_particles_attribute`` names)."""
+        return getattr(self, self._particles_attribute)
+
+    @_particles.setter
+    def _particles(self, W):
+        setattr(self, self._particles_attribute, W)
 
     @property
     def _n_features_out(self):
@@ -368,16 +433,16 @@ class _MeanFieldBase(BaseEstimator):
             start = self.n_steps_done_
         else:
             start = 0
-        if start + p["n_steps"] > _MAX_STEPS:
+        if start + p["n_steps"] > MAX_STEPS:
             raise ValueError(f"n_steps={p['n_steps']} would take the step counter past 2**32 "
                              f"({start} steps already done)")
-        return None if continuing else _seed_from(self.random_state)
+        return None if continuing else seed_from(self.random_state)
 
     def _run_training(self, run, seed, continuing):
         """Initialise (fresh fit) and run the step loop under deferred Ctrl-C and the thread limits."""
         run.t0 = time.perf_counter()
         run.seed = self.seed_ if continuing else seed
-        with core.thread_limits(run.n_threads), _DeferredInterrupt() as interrupt:
+        with core.thread_limits(run.n_threads), _DeferredInterrupt(run.shards.interactive) as interrupt:
             run.progress = self._progress_bar(run)
             try:
                 if continuing:
@@ -387,8 +452,10 @@ class _MeanFieldBase(BaseEstimator):
                     good, stop = self._initialise(run, seed)
                 self._train(run, good, interrupt, stop)
             except KeyboardInterrupt:
-                # A second Ctrl-C (or one under a non-default handler): settle on the last complete step.
-                self._settle(run)
+                # A second Ctrl-C (or one under a non-default handler): settle on the last complete step. A
+                # rank of several cannot settle alone (its diagnostics would wait for the others).
+                if run.shards.interactive:
+                    self._settle(run)
                 raise
             finally:
                 if run.progress is not None:
@@ -407,20 +474,25 @@ class _MeanFieldBase(BaseEstimator):
             raise ValueError("target_direction must not be the zero vector")
         return u
 
+    def _initial_particles(self, run, seed):
+        """This process's initial particles: N(0, I/lam_w), drawn from ``np.random.default_rng(seed)``."""
+        W = np.random.default_rng(seed).standard_normal((run.n_particles, run.X.shape[1] + 1))
+        W /= math.sqrt(run.lam_w)
+        return W
+
     def _initialise(self, run, seed):
-        """Fresh particles from N(0, I/lam_w), logged as step 0 (callbacks included).
+        """Fresh particles (``_initial_particles``), logged as step 0 (callbacks included).
 
         Returns the good state (0, particles, A) and whether a callback asked to stop.
         """
-        W = np.random.default_rng(seed).standard_normal((run.n_particles, run.X.shape[1] + 1))
-        W /= math.sqrt(run.lam_w)
+        W = self._initial_particles(run, seed)
         try:
             diag, A, coef = self._diagnostics(W, 0, run)
         except DivergenceError as exc:
             self._diverge(run, None, 0, exc.cause, exc.__cause__)
         # Assign the fitted state only now that it is complete and consistent.
         self.seed_ = seed
-        self.particles_ = W
+        self._particles = W
         self.n_steps_done_ = 0
         self.history_ = {key: [] for key in self._history_keys}
         self._set_second_layer(A, coef, run)
@@ -445,7 +517,7 @@ class _MeanFieldBase(BaseEstimator):
             logged = False
             if self.n_steps_done_ % run.log_every == 0 or self.n_steps_done_ == last:
                 diag = self._log(run, good)
-                good = (self.n_steps_done_, self.particles_, self._dual_2d())
+                good = (self.n_steps_done_, self._particles, self._dual_2d())
                 logged = True
                 if self._call_back(run, diag):
                     break
@@ -460,10 +532,10 @@ class _MeanFieldBase(BaseEstimator):
             if interrupt.requested:
                 break
             step = self.n_steps_done_
-            W = self.particles_
+            W = self._particles
             try:
                 W_new, A, U = self._step(run, W, step)
-            except _StepFailure as exc:
+            except StepFailure as exc:
                 self._diverge(run, good, step + 1, exc.cause, exc.__cause__)
             if not math.isfinite(U):
                 self._diverge(run, good, step + 1, "the objective U is not finite")
@@ -471,7 +543,7 @@ class _MeanFieldBase(BaseEstimator):
             if not _particles_finite(W_new, run.lam * run.lam_w):
                 self._diverge(run, good, step + 1, "the particles became non-finite")
             # Commit the step: particles first, so the step count never runs ahead of its particles.
-            self.particles_ = W_new
+            self._particles = W_new
             self.n_steps_done_ = step + 1
             if run.progress is not None:
                 run.progress.update(1)
@@ -480,7 +552,7 @@ class _MeanFieldBase(BaseEstimator):
     def _log(self, run, good):
         """Diagnostics at the current particles, recorded to the history; sets the second layer."""
         try:
-            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+            diag, A, coef = self._diagnostics(self._particles, self.n_steps_done_, run)
         except DivergenceError as exc:
             self._diverge(run, good, exc.step, exc.cause, exc.__cause__)
         self._set_second_layer(A, coef, run)
@@ -495,18 +567,19 @@ class _MeanFieldBase(BaseEstimator):
             self.history_[key].append(diag[key])
         if run.verbose and run.progress is not None:
             run.progress.set_postfix(**self._postfix(diag), refresh=False)
-        elif run.verbose:
-            print(f"[{type(self).__name__}] step {diag['step']}: {self._log_line(diag)} "
+        elif run.verbose and run.shards.prints:
+            print(f"[{type(self).__name__}{run.shards.label}] step {diag['step']}: {self._log_line(diag)} "
                   f"time={diag['wall_time']:.1f}s", file=sys.stderr, flush=True)
 
     def _call_back(self, run, diag):
+        """Call the callbacks; whether one asked to stop (in any process: all stop together)."""
         stop = False
         for callback in run.callbacks:
             stop = bool(callback(self, diag["step"], dict(diag))) or stop
-        return stop
+        return run.shards.any(stop)
 
     def _progress_bar(self, run):
-        if not run.verbose or run.n_steps == 0 or not _isatty(sys.stderr):
+        if not run.verbose or run.n_steps == 0 or not run.shards.interactive or not _isatty(sys.stderr):
             return None
         try:
             from tqdm import tqdm
@@ -537,7 +610,7 @@ class _MeanFieldBase(BaseEstimator):
         if good is None:
             return
         step, W, A = good
-        self.particles_ = W
+        self._particles = W
         self.n_steps_done_ = step
         run.warm = A  # an iterative solver restarted at W from its own solution returns it unchanged
         history = self.history_
@@ -545,7 +618,8 @@ class _MeanFieldBase(BaseEstimator):
         for key in self._history_keys:
             del history[key][keep:]
         diag = None
-        if history["step"][-1] != step:  # log the step we fall back to, when its diagnostics can be computed
+        # Log the step we fall back to, when its diagnostics can be computed (also into an empty history).
+        if not history["step"] or history["step"][-1] != step:
             try:
                 diag, A, coef = self._diagnostics(W, step, run)
             except DivergenceError:
@@ -559,10 +633,10 @@ class _MeanFieldBase(BaseEstimator):
 
     def _settle(self, run):
         """After a hard interrupt: make the second layer and history match the last committed step."""
-        if not hasattr(self, "history_") or self.history_["step"][-1] == self.n_steps_done_:
+        if not hasattr(self, "history_") or self.history_["step"][-1:] == [self.n_steps_done_]:
             return
         try:
-            diag, A, coef = self._diagnostics(self.particles_, self.n_steps_done_, run)
+            diag, A, coef = self._diagnostics(self._particles, self.n_steps_done_, run)
         except DivergenceError:
             return
         self._set_second_layer(A, coef, run)
@@ -691,7 +765,10 @@ class _MeanFieldBase(BaseEstimator):
         return checkpoint.load(path, cls)
 
 
-class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, _MeanFieldBase):
+_MeanFieldBase = MeanFieldBase  # the former private name
+
+
+class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, RegressorMixin, MeanFieldBase):
     """Two-layer network trained by two-timescale mean-field Langevin dynamics (MFLD).
 
     The first layer is N particles w_k = (u_k, b_k), neuron h(x; w) = act(u.x + b), initialised from
@@ -878,8 +955,8 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         if not continuing:
             self._warn_if_saturated(X, seed, p)
         core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
-        run = _Run(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
-                   one_d=one_d, alignment_target=target, **p)
+        run = TrainingRun(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
+                          one_d=one_d, alignment_target=target, **p)
         self._run_training(run, seed, continuing)
         self.alignment_target_ = "y" if target is None else "alignment_target"
         return self
@@ -911,37 +988,43 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         return X_val, Y_val
 
     # The second layer of the squared loss is solved in C++: the engine advances many steps per call.
+    def _new_engine(self, run, W, step):
+        """The engine of this fit at particles W (this process's) and step count `step` (the pluggable part of
+        the training: a subclass whose particles are sharded over processes supplies an engine whose sums
+        over particles go through them, see :meth:`mfkern.engine.Engine.shard`)."""
+        return Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta,
+                      seed=run.seed, step=step,
+                      activation=run.activation, label_noise=run.label_noise, solver=run.solver,
+                      precision=run.precision, n_threads=run.n_threads, block_size=run.block_size,
+                      tol=run.tol, alignment_target=run.alignment_target)
+
     def _engine_at(self, run, W, step):
-        """The fit's engine, made on first use, at particles W and step count `step`."""
+        """The fit's engine (``_new_engine``), made on first use, at particles W and step count `step`."""
         if run.engine is None:
-            run.engine = Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta,
-                                seed=run.seed, step=step,
-                                activation=run.activation, label_noise=run.label_noise, solver=run.solver,
-                                precision=run.precision, n_threads=run.n_threads, block_size=run.block_size,
-                                tol=run.tol, alignment_target=run.alignment_target)
+            run.engine = self._new_engine(run, W, step)
         elif run.engine.step != step or not np.array_equal(run.engine.particles, W):
             run.engine.set_particles(W, step)
         return run.engine
 
     def _advance(self, run, k, good, interrupt):
         """k steps inside the engine (one call, GIL released); Ctrl-C stops it at a step boundary."""
-        engine = self._engine_at(run, self.particles_, self.n_steps_done_)
+        engine = self._engine_at(run, self._particles, self.n_steps_done_)
         try:
             result = engine.run(k, stop=lambda: interrupt.requested)
         finally:  # also after a second Ctrl-C, which raises out of run at a step boundary
             done = engine.step - self.n_steps_done_
             if done:
-                self.particles_ = engine.particles
+                self._particles = engine.particles
                 self.n_steps_done_ = engine.step
                 if run.progress is not None:
                     run.progress.update(done)
         if result.failed:
             failed_step = engine.step + 1
             if engine.has_current_dual:  # the new particles were not finite; the current ones are good
-                good = (engine.step, self.particles_, engine.dual)
+                good = (engine.step, self._particles, engine.dual)
             elif engine.roll_back():  # the solve failed; the previous particles' dual is known
-                self.particles_, self.n_steps_done_ = engine.particles, engine.step
-                good = (engine.step, self.particles_, engine.dual)
+                self._particles, self.n_steps_done_ = engine.particles, engine.step
+                good = (engine.step, self._particles, engine.dual)
             cause = ("K + ridge I is not positive definite" if result.status == "not_positive_definite"
                      else result.message)
             self._diverge(run, good, failed_step, cause)
@@ -969,15 +1052,22 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         return self._finish_diagnostics(W, step, run, d["U"], d["G"], d["dof"], alignment, d["train_mse"], A, coef)
 
     def _finish_diagnostics(self, W, step, run, U, G, dof, alignment, train_mse, A, coef):
-        val_mse = math.nan
-        if run.X_val is not None:
-            pred = core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
-                                       n_threads=run.n_threads)
-            val_mse = float(np.mean((pred - run.Y_val) ** 2))
-        param_alignment = math.nan if run.direction is None else core.parameter_alignment(W, run.direction)
+        """The history entry from the second layer's numbers and the sums over particles: the validation
+        predictions and the parameter alignment (this process's share of them, summed over the processes)."""
+        shards = run.shards
+        m = 0 if run.X_val is None else run.X_val.shape[0]
+        sums = np.zeros(1 + m * run.Y.shape[1])
+        if run.direction is not None:
+            sums[0] = core.parameter_alignment(W, run.direction) * shards.share
+        if m:
+            sums[1:] = (core.network_output(W, coef, run.X_val, activation=run.activation, block_size=run.block_size,
+                                            n_threads=run.n_threads) * shards.share).reshape(-1)
+        sums = shards.sum(sums)
+        val_mse = math.nan if not m else float(np.mean((sums[1:].reshape(m, -1) - run.Y_val) ** 2))
+        param_alignment = math.nan if run.direction is None else sums[0]
         diag = dict(step=int(step), U=U, G=G, dof=float(dof), kernel_alignment=float(alignment),
                     train_mse=train_mse, val_mse=val_mse, parameter_alignment=float(param_alignment),
-                    wall_time=run.wall_offset + time.perf_counter() - run.t0)
+                    wall_time=shards.common(run.wall_offset + time.perf_counter() - run.t0))
         return diag, A, coef
 
     def _set_second_layer(self, A, coef, run):

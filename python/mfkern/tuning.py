@@ -33,10 +33,10 @@ def _split_pipeline(estimator):
 
 def _fold_scores(estimator, X, y, train, test, steps):
     """Scores on the test fold after each number of steps in `steps` (one fit of max(steps))."""
-    from .estimator import _MeanFieldBase
+    from .estimator import MeanFieldBase
 
     preprocessing, model = _split_pipeline(clone(estimator))
-    if not isinstance(model, _MeanFieldBase):
+    if not isinstance(model, MeanFieldBase):
         raise TypeError("estimator must be a MeanFieldRegressor/MeanFieldClassifier or a Pipeline ending in one, "
                         f"got {type(model).__name__}")
     X_train, X_test = X[train], X[test]

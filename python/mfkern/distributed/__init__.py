@@ -1,21 +1,24 @@
 """Particle-sharded mean-field Langevin dynamics over MPI (mpi4py); the C++ core itself stays MPI-free.
 
 Each of the P ranks of a communicator holds a contiguous range of the N particles (rank r: the global
-indices :func:`shard_bounds` ``(N, P, r)``). One training step at particles W_t:
+indices :func:`shard_bounds` ``(N, P, r)``) in a training engine made one shard of N particles
+(:meth:`mfkern.engine.Engine.shard`). Every sum over particles goes through one reduction, a ``Reduce``
+(sum, in place on rank 0) followed by a ``Bcast``, so every rank holds the same bits and computes everything
+else redundantly from them. One training step at particles W_t:
 
-1. every rank computes the partial Gram ``(1/N) H_r H_r^T`` of its particles (``core.gram`` times N_r/N);
-2. one ``Reduce`` (sum, in place on rank 0) of the n x n partial Grams (8 n^2 bytes per rank), and a tiny
-   one of a non-finite flag (plus, at logged steps, the few sums the diagnostics need);
-3. rank 0 solves ``A = (K + ridge I)^{-1} [Y | E_t]`` (one Cholesky, label noise E_t keyed by (seed, t)) and
-   broadcasts A (and B = (K + ridge I)^{-1} E_t) with a status word (8 n T bytes, 16 n T with label noise);
-4. every rank moves its particles with ``core.langevin_step_given_dual(..., first_index=its first global
-   index)``, so particle k gets the noise keyed by (seed, t, k) whatever P is.
+1. every rank computes the features of its particles and, for the dense second layer (and cg at a
+   factorisation), the partial Gram ``(N_r/N) K_r``, reduced to K (8 n^2 bytes each way); with cg the other
+   steps reduce one partial product ``H_r (H_r^T v) / N`` per iteration instead (a few n-vectors);
+2. every rank solves ``A = (K + ridge I)^{-1} [Y | E_t]`` from the same bits (label noise E_t keyed by
+   (seed, t));
+3. every rank moves its particles, the noise keyed by their global index, so particle k gets the noise keyed
+   by (seed, t, k) whatever P is; whether the step is finite (and, at logged steps, ||w||^2 and the few sums
+   the diagnostics need) is reduced too, so all ranks stop at the same step.
 
-Why Reduce + Bcast of A instead of an Allreduce of K: MPI does not promise that an Allreduce gives the same
-bits on every rank (the summation order may differ per rank), and ranks with different A would drift
-apart. Solving once on rank 0 and broadcasting A makes every rank use the same bits, costs less network
-traffic than an Allreduce (a Reduce plus a small Bcast), and the solve (n^3/3 flops) is the same
-whichever rank does it.
+Why Reduce + Bcast instead of an Allreduce: MPI does not promise that an Allreduce gives the same bits on
+every rank (the summation order may differ per rank), and ranks with different sums would drift apart.
+Training runs the one loop of :class:`mfkern.estimator.MeanFieldBase`; docs/distributed.md, section 2, gives
+the costs.
 
 Tolerance. A P-rank run follows the single-process trajectory (``MeanFieldRegressor`` with the same
 parameters and ``random_state``) up to floating-point reduction order: the Gram is summed in a different

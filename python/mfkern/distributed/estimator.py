@@ -2,39 +2,55 @@
 
 The step, the Reduce of the partial Gram to rank 0, the solve there and the broadcast of the dual are
 described in the docstring of :mod:`mfkern.distributed`; the collective operations themselves are in
-:mod:`mfkern.distributed.collectives`.
+:mod:`mfkern.distributed.collectives`. Training runs the one loop of :class:`mfkern.estimator.MeanFieldBase`
+(MeanFieldRegressor's engine strategy); this module supplies only where the particles live: each rank's rows
+of the initial draw, an engine whose sums over particles are reduced across the ranks, the fitted state of a
+shard and the ranks' side of the loop's few collective steps (:class:`_RankShard`).
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import core
 from .._validation import as_targets
-from ..estimator import (
-    _MAX_STEPS,
-    HISTORY_KEYS,
-    DivergenceError,
-    MeanFieldRegressor,
-    _seed_from,
-)
+from ..estimator import MAX_STEPS, MeanFieldRegressor, TrainingRun, seed_from
 from ..engine import CG_MIN_SAMPLES, Engine
 from .collectives import Collectives, checksum, initial_particles, partial_gram, shard_bounds, shard_counts
 
 __all__ = ["DistributedMeanFieldRegressor"]
 
-# Status words rank 0 broadcasts with the second layer.
-_OK, _NOT_PD, _U_NOT_FINITE, _PARTICLES_NOT_FINITE = 0, 1, 2, 3
-_CAUSES = {
-    _NOT_PD: "K + ridge I is not positive definite",
-    _U_NOT_FINITE: "the objective U is not finite",
-    _PARTICLES_NOT_FINITE: "the particles became non-finite",
-}
+class _RankShard:
+    """This rank's part of a fit whose particles are sharded over the ranks of `net` (the
+    :class:`mfkern.estimator.OneProcess` protocol of the training loop): partial sums over particles are
+    reduced with the same bits on every rank, a callback's stop stops every rank, rank 0 logs.
+
+    Ctrl-C is not deferred and there is no progress bar: a rank cannot stop alone (the others would wait for
+    it at the next reduction); under mpirun, Ctrl-C ends the job.
+    """
+
+    interactive = False
+
+    def __init__(self, net, counts, first_index):
+        self.net = net
+        self.counts = tuple(counts)
+        self.total = sum(self.counts)
+        self.first_index = first_index
+        self.share = self.counts[net.rank] / self.total
+        self.prints = net.rank == 0
+        self.label = f" x{net.size}"
+
+    def sum(self, values):
+        return self.net.sum_all(values)
+
+    def any(self, flag):
+        return self.net.any(flag)
+
+    def common(self, value):
+        return self.net.bcast(value)
 
 
 class DistributedMeanFieldRegressor(MeanFieldRegressor):
@@ -93,6 +109,8 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
                          input_scale=input_scale, preset=preset)
         self.comm = comm
 
+    _particles_attribute = "local_particles_"  # there is no particles_ (see Notes)
+
     # ------------------------------------------------------------------ plumbing
     @property
     def _n_features_out(self):
@@ -134,7 +152,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             raise ValueError(f"n_particles={N} must be at least the number of ranks ({net.size})")
         continuing = bool(self.warm_start) and hasattr(self, "local_particles_")
         X, Y, one_d, X_val, Y_val, direction = self._fit_data(X, y, X_val, y_val, target_direction, continuing)
-        n, d = X.shape
+        n = X.shape[0]
         target = None
         if alignment_target is not None:
             target, _ = as_targets(alignment_target, "alignment_target", n)
@@ -152,7 +170,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             start = self.n_steps_done_
         else:
             start = 0
-        if start + p["n_steps"] > _MAX_STEPS:
+        if start + p["n_steps"] > MAX_STEPS:
             raise ValueError(f"n_steps={p['n_steps']} would take the step counter past 2**32 "
                              f"({start} steps already done)")
         # Every rank must run the same problem: compare a checksum of data and parameters with rank 0's.
@@ -169,174 +187,61 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
             # only validate random_state, without drawing from a generator the user passed.
             rs = self.random_state
             if net.rank != 0 and not (rs is None or isinstance(rs, (np.random.RandomState, np.random.Generator))):
-                _seed_from(rs)
-            seed = net.bcast(_seed_from(rs) if net.rank == 0 else None)
+                seed_from(rs)
+            seed = net.bcast(seed_from(rs) if net.rank == 0 else None)
 
         core.check_hyper(p["lam"], p["lam_a"], p["lam_w"], n)  # the products (and the ridge) must be representable
-        run = dict(p, X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
-                   one_d=one_d, seed=seed, alignment_target=target, start=start, last=start + p["n_steps"], counts=counts,
-                   first_index=start_index, net=net, fresh=not continuing, t0=time.perf_counter(),
-                   wall_offset=(self.history_["wall_time"][-1] if continuing and self.history_["wall_time"]
-                                else 0.0))
-        if continuing:
-            W = self.local_particles_
-        else:
-            W = initial_particles(seed, N, d, p["lam_w"], start_index, stop_index)
-        with core.thread_limits(p["n_threads"]):
-            self._train(W, run)
+        run = TrainingRun(X=X, Y=Y, X_val=X_val, Y_val=Y_val, direction=direction, ridge=n * p["lam"] * p["lam_a"],
+                          one_d=one_d, alignment_target=target, shards=_RankShard(net, counts, start_index), **p)
+        self._run_training(run, seed, continuing)
         self.alignment_target_ = "y" if target is None else "alignment_target"
         return self
 
-    def _is_log_step(self, t, run):
-        if t == run["start"]:
-            return run["fresh"] or t == run["last"]
-        return t % run["log_every"] == 0 or t == run["last"]
+    # The training loop is MeanFieldRegressor's; what differs is where the particles live: this rank's rows
+    # of the initial draw, an engine whose sums over particles are reduced across the ranks, and the
+    # fitted state of a shard.
+    def _initial_particles(self, run, seed):
+        """This rank's rows of the initial particles (the same rows as one process draws)."""
+        shards = run.shards
+        return initial_particles(seed, shards.total, run.X.shape[1], run.lam_w, shards.first_index,
+                                 shards.first_index + shards.counts[shards.net.rank])
 
-    def _engine(self, W, run):
+    def _new_engine(self, run, W, step):
         """This rank's engine over its shard, its sums over particles reduced across the ranks."""
-        n, N = run["X"].shape[0], sum(run["counts"])
-        solver = run["solver"]
+        n = run.X.shape[0]
+        solver = run.solver
         if solver == "auto":  # as for one process, but the Woodbury system cannot be sharded
-            solver = "cg" if run["precision"] == "float64" and n >= CG_MIN_SAMPLES else "dense"
-        engine = Engine(run["X"], run["Y"], W, lam=run["lam"], lam_a=run["lam_a"], lam_w=run["lam_w"],
-                        eta=run["eta"], seed=run["seed"], step=run["start"], activation=run["activation"],
-                        label_noise=run["label_noise"], solver=solver, precision=run["precision"],
-                        n_threads=run["n_threads"], block_size=run["block_size"], tol=run["tol"],
-                        first_index=run["first_index"], alignment_target=run["alignment_target"])
-        net = run["net"]
+            solver = "cg" if run.precision == "float64" and n >= CG_MIN_SAMPLES else "dense"
+        engine = Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta, seed=run.seed,
+                        step=step, activation=run.activation, label_noise=run.label_noise, solver=solver,
+                        precision=run.precision, n_threads=run.n_threads, block_size=run.block_size, tol=run.tol,
+                        first_index=run.shards.first_index, alignment_target=run.alignment_target)
+        net = run.shards.net
         if not net.local:
             def reduce(buffer):  # the same bits on every rank: Reduce to rank 0, then Bcast
                 net.sum_to_root(buffer)
                 net.bcast_array(buffer)
 
-            engine.shard(reduce, N)
+            engine.shard(reduce, run.shards.total)
         return engine
 
-    def _train(self, W, run):
-        """Log, advance to the next logged step inside the engine, repeat (see the module docstring)."""
-        net = run["net"]
-        engine = self._engine(W, run)
-        t = run["start"]
-        previous = None  # (step, particles, A) of the last state whose second layer is known
-        while True:
-            if self._is_log_step(t, run):
-                status, diag = self._diagnose(engine, t, run)
-                if status != _OK:
-                    self._diverge(engine, run, previous, 0 if run["fresh"] and t == 0 else t + 1, status)
-                self._commit(engine.particles, t, engine.dual, run, fresh_history=(t == 0 and run["fresh"]))
-                self._record(diag, t, run)
-                previous = (t, self.local_particles_, engine.dual)
-                if net.any(self._call_back(diag, t, run)):
-                    break
-            if t == run["last"]:  # always a logged step, so the second layer is committed
-                break
-            next_log = min((t // run["log_every"] + 1) * run["log_every"], run["last"])
-            result = engine.run(next_log - t)
-            # Commit the particles at once, so the fitted state follows the run (the second layer follows at
-            # the next logged step, as in MeanFieldRegressor).
-            self.local_particles_ = engine.particles
-            self.n_steps_done_ = t = engine.step
-            if result.failed:
-                if engine.has_current_dual:  # the new particles were not finite; the current ones are good
-                    previous = (t, self.local_particles_, engine.dual)
-                    status = _PARTICLES_NOT_FINITE
-                else:
-                    if engine.roll_back():  # the solve failed: the previous particles' dual is known
-                        previous = (engine.step, engine.particles, engine.dual)
-                    status = _NOT_PD if result.status == "not_positive_definite" else _U_NOT_FINITE
-                self._diverge(engine, run, previous, t + 1, status)
+    def _set_second_layer(self, A, coef, run):
+        """dual_coef_ (the same on every rank), this rank's local_coef_ and its place in the shard layout."""
+        if run.one_d:
+            A, coef = A[:, 0], coef[:, 0]
+        self.dual_coef_ = A
+        self.local_coef_ = coef
+        self.n_outputs_ = run.Y.shape[1]
+        self._y_one_d = run.one_d
+        self.particle_counts_ = run.shards.counts
+        self.particle_range_ = (run.shards.first_index, run.shards.first_index + coef.shape[0])
 
-    def _diagnose(self, engine, t, run):
-        """Collective: status and the history entry at the engine's particles (the engine reduces the Gram
-        and ||w||^2; the validation predictions and the parameter alignment are reduced here)."""
-        net, X, Y = run["net"], run["X"], run["Y"]
-        try:
-            d = engine.diagnostics()
-        except core.NotPositiveDefiniteError:
-            return _NOT_PD, None
-        if not math.isfinite(d["U"]):
-            return _U_NOT_FINITE, None
-        W = engine.particles
-        fraction = W.shape[0] / sum(run["counts"])
-        m = 0 if run["X_val"] is None else run["X_val"].shape[0]
-        extras = np.zeros(1 + m * Y.shape[1])
-        if run["direction"] is not None:
-            extras[0] = core.parameter_alignment(W, run["direction"]) * fraction
-        if m:
-            coef = engine.output_weights()
-            extras[1:] = (core.network_output(W, coef, run["X_val"], activation=run["activation"],
-                                              block_size=run["block_size"], n_threads=run["n_threads"])
-                          * fraction).reshape(-1)
-        extras = net.sum_all(extras)
-        wall = net.bcast(run["wall_offset"] + time.perf_counter() - run["t0"] if net.rank == 0 else None)
-        diag = dict(U=d["U"], G=d["G"], dof=d["dof"], kernel_alignment=d["kernel_alignment"],
-                    train_mse=d["train_mse"], val_mse=math.nan, parameter_alignment=math.nan, wall_time=wall)
-        if m:
-            diag["val_mse"] = float(np.mean((extras[1:].reshape(m, -1) - run["Y_val"]) ** 2))
-        if run["direction"] is not None:
-            diag["parameter_alignment"] = float(extras[0])
-        return _OK, diag
+    def _progress_bar(self, run):
+        return None  # one line per logged step from rank 0 instead (see verbose)
 
-    def _commit(self, W, t, A, run, fresh_history=False):
-        """Make (W, t, A) the fitted state on this rank; the local second-layer weights follow from A."""
-        coef = core.output_weights(W, run["X"], A, activation=run["activation"], block_size=run["block_size"],
-                                   n_threads=run["n_threads"])
-        if fresh_history:
-            self.seed_ = run["seed"]
-            self.history_ = {key: [] for key in HISTORY_KEYS}
-        self.local_particles_ = W
-        self.n_steps_done_ = t
-        self.particle_counts_ = tuple(run["counts"])
-        self.particle_range_ = (run["first_index"], run["first_index"] + W.shape[0])
-        self.dual_coef_ = A[:, 0] if run["one_d"] else A
-        self.local_coef_ = coef[:, 0] if run["one_d"] else coef
-        self.n_outputs_ = run["Y"].shape[1]
-        self._y_one_d = run["one_d"]
-
-    def _record(self, diag, t, run):
-        entry = dict(diag, step=int(t))
-        for key in HISTORY_KEYS:
-            self.history_[key].append(entry[key])
-        if run["verbose"] and run["net"].rank == 0:
-            print(f"[DistributedMeanFieldRegressor x{run['net'].size}] step {t}: U={entry['U']:.6g} "
-                  f"G={entry['G']:.6g} dof={entry['dof']:.2f} train_mse={entry['train_mse']:.4g} "
-                  f"val_mse={entry['val_mse']:.4g} time={entry['wall_time']:.1f}s", file=sys.stderr, flush=True)
-
-    def _call_back(self, diag, t, run):
-        entry = dict(diag, step=int(t))
-        stop = False
-        for callback in run["callbacks"]:
-            stop = bool(callback(self, int(t), dict(entry))) or stop
-        return stop
-
-    def _diverge(self, engine, run, previous, failed_step, status):
-        """Every rank: fall back to the last state whose second layer is known, raise DivergenceError naming
-        the step that failed (0: the initial particles; then no fitted state of this fit exists)."""
-        cause = _CAUSES[status]
-        if previous is not None:
-            step, W, A = previous
-            self._commit(W, step, A, run)
-            keep = sum(1 for s in self.history_["step"] if s <= step)
-            for key in HISTORY_KEYS:
-                del self.history_[key][keep:]
-            if not self.history_["step"] or self.history_["step"][-1] != step:
-                # Log the state we fall back to, as MeanFieldRegressor does (collective: all ranks are here).
-                engine.set_particles(W, step)
-                fallback_status, diag = self._diagnose(engine, step, run)
-                if fallback_status == _OK:
-                    self._record(diag, step, run)
-        # previous is None: nothing of this fit was committed, the earlier fitted state (if any) stays as it was.
-        left = getattr(self, "n_steps_done_", None)
-        if status == _NOT_PD:
-            hint = (f"the ridge n*lam*lam_a = {run['ridge']:.3g} is probably too small (increase lam or lam_a), "
-                    f"or the step size eta = {run['eta']:g} too large")
-        else:
-            hint = (f"the step size eta = {run['eta']:g} is probably too large (try a smaller eta), "
-                    f"or the ridge n*lam*lam_a = {run['ridge']:.3g} too small")
-        where = "at initialisation" if failed_step == 0 else f"at step {failed_step}"
-        kept = "No fitted state was kept" if left is None else f"The estimator was left at step {left}"
-        raise DivergenceError(f"DistributedMeanFieldRegressor diverged {where}: {cause}; {hint}. {kept}.",
-                              step=failed_step, n_steps_done=left, cause=cause)
+    def _log_line(self, diag):
+        return (f"U={diag['U']:.6g} G={diag['G']:.6g} dof={diag['dof']:.2f} train_mse={diag['train_mse']:.4g} "
+                f"val_mse={diag['val_mse']:.4g}")
 
     # ------------------------------------------------------------------ inference (collective)
     def predict(self, X):
