@@ -408,7 +408,7 @@ def test_newton_not_converging_at_initialisation_raises_a_clear_error(rng):
 
 def test_newton_not_converging_mid_run_names_the_step_and_keeps_the_last_good_state(rng, monkeypatch):
     X, labels = xor_task(rng, 30)
-    real_solve = classifier_module._solve
+    real_solve = classifier_module.solve_second_layer_unchecked
     calls = []
 
     def solve_that_fails_for_step_seven(K, Y, loss, ridge, start, tol, max_iter):
@@ -418,13 +418,13 @@ def test_newton_not_converging_mid_run_names_the_step_and_keeps_the_last_good_st
         # last state with a known second layer is the one after 5 steps (as for the regressor's Cholesky).
         return real_solve(K, Y, loss, ridge, start, tol, 0 if len(calls) == 9 else max_iter)
 
-    monkeypatch.setattr(classifier_module, "_solve", solve_that_fails_for_step_seven)
+    monkeypatch.setattr(classifier_module, "solve_second_layer_unchecked", solve_that_fails_for_step_seven)
     est = MeanFieldClassifier(random_state=0, **{**SMALL, "n_steps": 20})
     with pytest.raises(DivergenceError, match=r"at step 7: Newton's method.*not converged after 0") as info:
         est.fit(X, labels)
     assert info.value.step == 7 and info.value.n_steps_done == est.n_steps_done_ == 5
     assert est.history_["step"] == [0, 4, 5]
-    monkeypatch.setattr(classifier_module, "_solve", real_solve)
+    monkeypatch.setattr(classifier_module, "solve_second_layer_unchecked", real_solve)
     reference = MeanFieldClassifier(random_state=0, **{**SMALL, "n_steps": 5}).fit(X, labels)
     np.testing.assert_array_equal(est.particles_, reference.particles_)
     np.testing.assert_array_equal(est.predict_proba(X), reference.predict_proba(X))

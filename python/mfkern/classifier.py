@@ -7,9 +7,10 @@ intrinsic kernel of the particles, solved by Newton's method warm-started from t
 first variation -(lam_a_bar/(2T)) ||a_mu(w)||^2 + (lam_w_bar/2) ||w||^2 with a_mu(w) = h(X; w)^T A,
 A = -(1/(n lam_a_bar)) l'(f(X), Y). Each step goes through the training engine (:mod:`mfkern.engine`):
 its Gram from the step's features, the second layer solved here, then ``Engine.step_given_dual`` with the
-same features and the same counter-based noise (keyed by the seed and the step) as the regressor. Training shares the regressor's machinery (:class:`mfkern.estimator._MeanFieldBase`): history,
-callbacks, deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints, bitwise resume and results
-independent of the thread count.
+same features and the same counter-based noise (keyed by the seed and the step) as the regressor.
+Training shares the regressor's machinery (:class:`mfkern.estimator.MeanFieldBase`): history, callbacks,
+deferred Ctrl-C, :class:`DivergenceError` with roll-back, checkpoints, bitwise resume and results independent
+of the thread count.
 
 Labels: any two labels (``classes_`` sorted, as scikit-learn does); internally y = +1 for ``classes_[1]``
 and -1 for ``classes_[0]``, one network output f, p(classes_[1] | x) = sigmoid(f(x)). With C > 2 classes:
@@ -45,8 +46,8 @@ from sklearn.utils.validation import validate_data
 from . import core
 from ._validation import as_float_array, integer, positive
 from .engine import Engine
-from .estimator import DivergenceError, _MeanFieldBase, _Run, _StepFailure
-from .losses import LogisticLoss, NewtonConvergenceError, _solve, _solve_multinomial
+from .estimator import DivergenceError, MeanFieldBase, StepFailure, TrainingRun
+from .losses import LogisticLoss, NewtonConvergenceError, solve_multinomial_unchecked, solve_second_layer_unchecked
 
 __all__ = ["MeanFieldClassifier", "CLASSIFIER_HISTORY_KEYS", "MULTI_CLASS"]
 
@@ -80,7 +81,7 @@ def _pool_threads(n_threads):
 
 
 @dataclass
-class _ClassifierRun(_Run):
+class _ClassifierRun(TrainingRun):
     """A fit of the classifier: the regressor's run plus the labels and the Newton settings."""
 
     classes: Any = None                # sorted labels
@@ -123,7 +124,7 @@ def _scores(F, index, multinomial=False):
     return accuracy, log_loss
 
 
-class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClassifierMixin, _MeanFieldBase):
+class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClassifierMixin, MeanFieldBase):
     """Two-layer network classifier trained by two-timescale mean-field Langevin dynamics (logistic loss).
 
     The first layer is N particles w_k = (u_k, b_k), neuron h(x; w) = act(u.x + b), initialised from
@@ -365,7 +366,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         updates run.warm and the count. Returns (A, f(X) = K A, U)."""
         H = core.features(W, run.X, run.activation, n_threads=run.n_threads)
         H /= math.sqrt(W.shape[0])
-        solution = _solve_multinomial(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
+        solution = solve_multinomial_unchecked(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
                                       _MAX_CG_ITER, run.solver_threads)
         run.warm = solution.A
         run.newton_iterations += solution.iterations
@@ -374,7 +375,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def _solve(self, K, run):
         """Newton's method for the second layer at Gram K, from run.warm; updates run.warm and the count."""
         # The public solve_second_layer without its input checks: K comes from the engine and Y from fit.
-        A, F, U, iterations, _ = _solve(K, run.Y, _LOSS, run.ridge, run.warm, run.newton_tol, run.newton_max_iter)
+        A, F, U, iterations, _ = solve_second_layer_unchecked(K, run.Y, _LOSS, run.ridge, run.warm, run.newton_tol, run.newton_max_iter)
         run.warm = A
         run.newton_iterations += iterations
         return A, F, U
@@ -399,9 +400,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             else:
                 A, _, U = self._solve(engine.gram(), run)
         except NewtonConvergenceError as exc:
-            raise _StepFailure(str(exc)) from exc
+            raise StepFailure(str(exc)) from exc
         if not engine.step_given_dual(self._drift_dual(A, run)):
-            raise _StepFailure("the particles became non-finite")
+            raise StepFailure("the particles became non-finite")
         return engine.particles, A, U
 
     @staticmethod

@@ -54,9 +54,11 @@ __all__ = [
     "NewtonConvergenceError",
     "SecondLayerSolution",
     "solve_second_layer",
+    "solve_second_layer_unchecked",
     "reduced_objective",
     "MultinomialSolution",
     "solve_multinomial_second_layer",
+    "solve_multinomial_unchecked",
     "multinomial_objective",
 ]
 
@@ -320,14 +322,15 @@ def solve_second_layer(K, Y, *, ridge, loss="logistic", start=None, tol=1e-8, ma
         start, _ = as_targets(start, "start", n)
         if start.shape != Y.shape:
             raise ValueError(f"start must have the shape of Y {Y.shape}, got {start.shape}")
-    A, F, objective, iterations, residual = _solve(K, Y, loss, ridge, start, tol, max_iter)
+    A, F, objective, iterations, residual = solve_second_layer_unchecked(K, Y, loss, ridge, start, tol, max_iter)
     if one_d:
         A, F = A[:, 0], F[:, 0]
     return SecondLayerSolution(A=A, objective=objective, iterations=iterations, residual=residual, outputs=F)
 
 
-def _solve(K, Y, loss, ridge, start, tol, max_iter):
-    """solve_second_layer on validated input: K (n, n) symmetric, Y (n, T), start (n, T) or None.
+def solve_second_layer_unchecked(K, Y, loss, ridge, start, tol, max_iter):
+    """solve_second_layer without its input checks, for callers that validated once (the classifier's
+    per-step solve): K (n, n) symmetric float64, Y (n, T), start (n, T) or None, loss a Loss instance.
 
     Returns (A, F, objective, iterations, residual) with A and F of shape (n, T).
     """
@@ -606,11 +609,12 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
         start, _ = as_targets(start, "start", n)
         if start.shape != Y.shape:
             raise ValueError(f"start must have the shape of Y {Y.shape}, got {start.shape}")
-    return _solve_multinomial(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads)
+    return solve_multinomial_unchecked(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads)
 
 
-def _solve_multinomial(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads):
-    """solve_multinomial_second_layer on validated input."""
+def solve_multinomial_unchecked(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads):
+    """solve_multinomial_second_layer without its input checks, for callers that validated once: Phi (n, m)
+    float64 features, Y (n, T) one-hot, start (n, T) or None."""
     with core.thread_limits(1):
         products = _Products(Phi, n_threads)
         try:
