@@ -30,8 +30,8 @@ from ..runner import derive_seed
 from .mfld import PAPER_SETTING, config_dict, mfld_job, open_cache, run_jobs, tune
 from .results import markdown_table, metadata, pyplot, write_outputs
 
-__all__ = ["run_fig1", "FULL", "QUICK", "SETTINGS", "NORMALISED_LAM_W", "curve_sweep", "setting_config",
-           "CLAIMS"]
+__all__ = ["run_fig1", "FULL", "QUICK", "SETTINGS", "NORMALISED_LAM_W", "curve_sweep", "settings_text",
+           "setting_config", "CLAIMS"]
 
 SETTINGS = ("normalised", "paper")
 #: lam_w grid of the normalised setting (inputs / sqrt(d)); one value is chosen on tuning seeds.
@@ -192,7 +192,7 @@ def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
     markdown = (f"# fig1: label noise sigma in the data\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, N = "
                 f"{sizes['n_particles']}, {sizes['n_steps']} steps, {len(eval_seeds)} evaluation seeds, "
                 f"{'quick' if quick else 'full'} sizes; wall time {results['wall_time']:.0f} s. "
-                + _settings_text(tuning) + " Values: initial mean -> final mean [95% t interval].\n\n"
+                + settings_text(tuning) + " Values: initial mean -> final mean [95% t interval].\n\n"
                 + summary_table(runs, settings, "sigma") + "\n\n## Claims\n\n" + protocol.claims_markdown(claims)
                 + "\n")
     write_outputs(out_dir, "fig1", results, markdown)
@@ -201,7 +201,8 @@ def run_fig1(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
     return results
 
 
-def _settings_text(tuning):
+def settings_text(tuning):
+    """The sentence stating both settings and the tuned lam_w of the normalised one (fig1 and fig2 reports)."""
     text = "Settings: 'paper' = lam 0.004, lam_a = lam_w = 0.25, eta 0.2, raw inputs (not tuned)"
     if "normalised" in tuning:
         t = tuning["normalised"]

@@ -16,7 +16,7 @@ import os
 import time
 
 from . import protocol
-from .fig1 import SETTINGS, _settings_text, curve_sweep, curve_values, plot_curves, summary_table
+from .fig1 import SETTINGS, settings_text, curve_sweep, curve_values, plot_curves, summary_table
 from .results import metadata, write_outputs
 
 __all__ = ["run_fig2", "FULL", "QUICK", "DATA_SIGMA", "CLAIMS"]
@@ -69,7 +69,7 @@ def run_fig2(out_dir="mfkern-results", *, quick=False, seeds=None, n_jobs=1, set
     markdown = (f"# fig2: the label-noise procedure\n\nf(x) = x1*x2, d = {sizes['d']}, n = {sizes['n']}, data noise "
                 f"sigma = {sizes['sigma']:g}, N = {sizes['n_particles']}, {sizes['n_steps']} steps, "
                 f"{len(eval_seeds)} evaluation seeds, {'quick' if quick else 'full'} sizes; wall time "
-                f"{results['wall_time']:.0f} s. " + _settings_text(tuning)
+                f"{results['wall_time']:.0f} s. " + settings_text(tuning)
                 + " Values: initial mean -> final mean [95% t interval].\n\n" + summary_table(runs, settings, "s")
                 + "\n\n## Claims\n\n" + protocol.claims_markdown(claims) + "\n")
     write_outputs(out_dir, "fig2", results, markdown)
