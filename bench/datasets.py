@@ -411,7 +411,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=None, help=f"comma-separated subset of {','.join(DATASETS)}")
-    parser.add_argument("--n-splits", type=int, default=5)
+    parser.add_argument("--n-splits", type=int, default=None, help="splits per dataset (default 5; 2 with --quick)")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (not the defaults)")
     parser.add_argument("--out", default=str(RESULTS))
@@ -421,7 +421,7 @@ def main(argv=None):
     for name in names:
         if name not in DATASETS:
             parser.error(f"--datasets: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    n_splits = QUICK["n_splits"] if quick and args.n_splits == 5 else args.n_splits
+    n_splits = args.n_splits if args.n_splits is not None else (QUICK["n_splits"] if quick else 5)
     if n_splits < 2:
         parser.error("--n-splits must be at least 2 (a paired interval needs two splits)")
     out = pathlib.Path(args.out)
