@@ -833,3 +833,30 @@ def test_benchmark_api_returns_errors_slopes_and_figures(tmp_path):
     json.dumps(result.to_dict(), allow_nan=True)
     with pytest.raises(ValueError, match="Ns"):
         discretization_benchmark(PRODUCT)
+
+
+def test_timing_script_compares_results_but_not_timings(tmp_path):
+    # bench/discretization_timing.py checks its full run against the committed results: a changed number
+    # must show, a different timing or backend must not.
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:  # bench/ is a folder of the repository, not part of the package
+        sys.path.insert(0, str(root))
+    from bench import discretization_timing as timing
+
+    committed = {"cases": {"a": {"table": [{"error": 0.5}], "elapsed_s": 3.0, "settings": {"backend": "engine"},
+                                 "diagnostics": {"cpu_s_total": 9.0, "L": 2.0}},
+                           "b": {"curves": {"ou": {"growth": [1.0, 0.5]}}, "elapsed_s": 1.0}}}
+    path = tmp_path / "committed.json"
+    path.write_text(json.dumps(committed))
+    rerun = json.loads(json.dumps(committed))
+    rerun["cases"]["a"].update(elapsed_s=1.0, settings={"backend": "ensemble"},
+                               diagnostics={"cpu_s_total": 4.0, "L": 2.0})
+    assert timing._compare_with_committed(rerun, path) == {"a": True, "b": True}
+    rerun["cases"]["b"]["curves"]["ou"]["growth"][1] = 0.5000000001
+    assert timing._compare_with_committed(rerun, path) == {"a": True, "b": False}
+    subset = timing._subset_cases("paper", 2)
+    assert subset["particle_product"][2]["seeds"] == 2 and subset["particle_product"][2]["reference_seeds"] == 1
+    assert subset["time_product"][2]["seeds"] == 2 and "seeds" not in subset["separation"][2]

@@ -411,7 +411,7 @@ def add_cli_arguments(parser):
     """Add the options of ``mfkern discretization`` to an argparse parser (or subparser); returns it."""
     parser.add_argument("--suite", choices=tuple(SUITES), default="fast",
                         help="fast: higher temperature, steps up to eta = 1 (a smoke test: under a minute of "
-                             "CPU); paper: the paper's hyper-parameters, small steps, long runs (about 8 CPU-min) "
+                             "CPU); paper: the paper's hyper-parameters, small steps, long runs (about 6 CPU-min) "
                              "(default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="the same as --suite fast")
     parser.add_argument("--out", metavar="DIR", default="mfkern-results/discretization",

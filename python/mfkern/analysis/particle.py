@@ -364,7 +364,8 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
                        "description": "L: largest |eigenvalue| of the Hessian of the first variation over 32 "
                                       "particles (median over runs), at the first and last steps"}
     diagnostics["cpu_s_total"] = cpu_total(ref_results + results)
-    settings = {"Ns": Ns, "seeds": replicates, "reference": reference, "backend": backend, "reference_seeds": reference_seeds,
+    settings = {"Ns": Ns, "seeds": replicates, "reference": reference, "backend": backend,
+                "reference_seeds": reference_seeds,
                 "reference_factor": reference_factor, "report_steps": reports, "level": level, "n_boot": n_boot,
                 "seed_derivation": "mfkern.runner.derive_seed(config.seed, 0, N, replicate); reference runs "
                                    "(1, N_ref, replicate)"}

@@ -253,8 +253,8 @@ def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, 
     Both paths are systems with the same seed (the same Brownian increments), advanced together in one
     ensemble (:func:`mfkern.analysis._system.advance_ensemble`, backend "ensemble") or one after the other
     by :func:`mfkern.analysis._system.advance` (backend "engine"; "core_loop": systems that step by
-    ``core.langevin_step`` calls): the same bits either way. The second starts at W0 + epsilon * Z / rms(Z) with Z standard normal. Returns a
-    dict with ``t`` (report times, geometric from one step to `horizon`), ``distance`` (root mean square
+    ``core.langevin_step`` calls): the same bits either way. The second starts at W0 + epsilon * Z / rms(Z)
+    with Z standard normal. Returns a dict with ``t`` (report times, geometric from one step to `horizon`), ``distance`` (root mean square
     over particles of |w_k - w'_k|) and ``growth`` = distance / epsilon. A contracting drift (the data-free
     OU case: growth (1 - eta lam_w_bar)^k exactly) keeps growth <= 1; growth >> 1 would mean that the
     dynamics amplifies small differences exponentially (it does not on the product task: see the suites'
