@@ -16,6 +16,11 @@ The resume cache of finished runs goes to bench/results/discretization_<suite>_c
 finished runs; --cache DIR puts it elsewhere).
 
     python bench/discretization.py [--suite fast|paper] [--n-jobs J] [--seeds S] [--cache DIR] [--out DIR]
+                                   [--backend ensemble|engine|core_loop]
+
+The sweeps' runs advance as one engine ensemble by default (n_jobs threads in this process); the backend
+changes only how fast, not what (bitwise the same results, one cache). bench/discretization_timing.py times
+the paper suite the v0.1 way against the ensemble (bench/results/discretization_timing.{json,md}).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import time
 
 import numpy as np
 
-from mfkern.analysis import run_suite
+from mfkern.analysis import BACKENDS, run_suite
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -64,7 +69,8 @@ def _stationarity_rows(case, sweep):
 def summarize(document):
     """Markdown summary; each slope is refitted from the table's errors with numpy.polyfit as a check."""
     lines = [f"Suite: **{document['suite']}** ({document['total_elapsed_s']:.0f} s wall, "
-             f"{document['environment']['cpus']} CPUs).", "", document["notes"], "",
+             f"{document['environment']['cpus']} CPUs, backend {document.get('backend', 'not recorded')}).",
+             "", document["notes"], "",
              "## Slopes", "",
              "| case | metric | measured slope | 95% CI (delta-t) | bootstrap CI | theory | exact on grid | "
              "vs eta - eta_ref | polyfit check |",
@@ -140,7 +146,8 @@ def summarize(document):
         cpu_text = "" if cpu is None else f", {cpu:.0f} CPU-s"
         lines.append(f"- {case}: {sweep['description']} ({sweep['elapsed_s']:.0f} s wall{cpu_text})")
     lines += ["", f"CPU time summed over all runs: {total_cpu:.0f} s, i.e. {total_cpu / 120:.1f} min on 2 cores "
-                  "with perfect balance (the runs are independent single-threaded processes)."]
+                  "with perfect balance (each run's own CPU time, or with the ensemble backend each batch's: "
+                  "the runs are independent and single-threaded)."]
     return "\n".join(lines) + "\n", worst
 
 
@@ -150,7 +157,11 @@ def main(argv=None):
     parser.add_argument("--out", default=str(HERE / "results"), help="output directory (default bench/results)")
     parser.add_argument("--cache", default=None,
                         help="resume-cache directory (default bench/results/discretization_<suite>_cache)")
-    parser.add_argument("--n-jobs", type=int, default=-1, help="worker processes (-1: one per CPU)")
+    parser.add_argument("--n-jobs", type=int, default=-1,
+                        help="runs advanced at a time: ensemble threads or worker processes (-1: one per CPU)")
+    parser.add_argument("--backend", choices=BACKENDS, default="ensemble",
+                        help="ensemble (one engine ensemble per sweep), engine (one engine per run in worker "
+                             "processes) or core_loop (a Python loop of core.langevin_step per run)")
     parser.add_argument("--seeds", type=int, default=None, help="replicates per grid point (default: suite's)")
     parser.add_argument("--cases", default=None, help="comma-separated subset of the cases (default: all)")
     parser.add_argument("--no-progress", action="store_true")
@@ -160,7 +171,7 @@ def main(argv=None):
     start = time.perf_counter()
     cases = None if args.cases is None else [c.strip() for c in args.cases.split(",") if c.strip()]
     document = run_suite(args.suite, out_dir=out, cache_dir=cache, seeds=args.seeds, n_jobs=args.n_jobs,
-                         cases=cases, progress=not args.no_progress)
+                         cases=cases, progress=not args.no_progress, backend=args.backend)
     text, worst = summarize(document)
     if args.cases is None:  # a subset of the cases does not replace the suite's summary
         (out / f"discretization_{args.suite}_summary.md").write_text(text)

@@ -48,10 +48,12 @@ def covers(interval, value):
 
 
 def same(sweep_a, sweep_b):
-    """Equal sweeps, NaN == NaN (through JSON text), apart from the CPU time the runs took."""
+    """Equal sweeps, NaN == NaN (through JSON text), apart from the CPU time the runs took and the name of
+    the backend that ran them."""
     def text(sweep):
         document = sweep.to_dict()
         document["diagnostics"].pop("cpu_s_total", None)
+        document["settings"].pop("backend", None)
         return json.dumps(document, sort_keys=True)
 
     return text(sweep_a) == text(sweep_b)
@@ -365,7 +367,8 @@ def _counting(monkeypatch, module, name):
 
 def test_particle_sweep_resumes_from_its_cache(tmp_path, monkeypatch):
     calls = _counting(monkeypatch, particle_module, "particle_run")
-    arguments = {"Ns": [4, 8], "seeds": 2, "reference": 32, "reference_seeds": 1, "out_dir": tmp_path}
+    arguments = {"Ns": [4, 8], "seeds": 2, "reference": 32, "reference_seeds": 1, "out_dir": tmp_path,
+                 "backend": "engine"}
     first = particle_error(PRODUCT, **arguments)
     assert len(calls) == 2 * 2 + 1  # every (N, seed) run and the reference run
     assert (tmp_path / CACHE_NAME).exists()
@@ -382,12 +385,103 @@ def test_particle_sweep_resumes_from_its_cache(tmp_path, monkeypatch):
 
 def test_time_sweep_resumes_from_its_cache(tmp_path, monkeypatch):
     calls = _counting(monkeypatch, timestep_module, "time_run")
-    arguments = {"etas": [0.5, 1.0], "seeds": 2, "n_particles": 4, "horizon": 2.0, "out_dir": tmp_path}
+    arguments = {"etas": [0.5, 1.0], "seeds": 2, "n_particles": 4, "horizon": 2.0, "out_dir": tmp_path,
+                 "backend": "engine"}
     first = time_error(PRODUCT, **arguments)
     assert len(calls) == 2
     second = time_error(PRODUCT, **{**arguments, "seeds": 3})
     assert len(calls) == 3 and calls[-1]["replicate"] == 2
     assert second.runs[:4] == first.runs
+
+
+def _counting_batches(monkeypatch, module, name):
+    batches = []
+    original = getattr(module, name)
+
+    def counted(specs, n_threads=1, **kwargs):
+        batches.append([(spec.get("n_particles"), spec["replicate"]) for spec in specs])
+        return original(specs, n_threads, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return batches
+
+
+def test_ensemble_runs_the_uncached_runs_as_one_batch_and_shares_the_cache(tmp_path, monkeypatch):
+    batches = _counting_batches(monkeypatch, particle_module, "particle_runs")
+    arguments = {"Ns": [4, 8], "seeds": 2, "reference": 32, "reference_seeds": 1, "out_dir": tmp_path}
+    first = particle_error(PRODUCT, **arguments)
+    assert [sorted(batch) for batch in batches] == [[(4, 0), (4, 1), (8, 0), (8, 1), (32, 0)]]
+    assert first.diagnostics["cpu_s_total"] > 0  # the batch's CPU time, counted once
+    # The engine backend reads the ensemble's runs back from the same cache (the same keys) ...
+    calls = _counting(monkeypatch, particle_module, "particle_run")
+    assert same(particle_error(PRODUCT, **{**arguments, "backend": "engine"}), first) and not calls
+    # ... and a larger grid batches only the new runs.
+    particle_error(PRODUCT, **{**arguments, "Ns": [4, 8, 16]})
+    assert [sorted(batch) for batch in batches[1:]] == [[(16, 0), (16, 1)]]
+
+    time_batches = _counting_batches(monkeypatch, timestep_module, "time_runs")
+    time_arguments = {"etas": [0.5, 1.0], "n_particles": 4, "horizon": 2.0, "out_dir": tmp_path}
+    time_error(PRODUCT, seeds=2, **time_arguments)
+    time_error(PRODUCT, seeds=3, **time_arguments)
+    assert time_batches == [[(4, 0), (4, 1)], [(4, 2)]]
+
+
+def _ensemble_cases():
+    """Tiny sweeps with systems on both sides of N = n (woodbury and dense solvers)."""
+    return {
+        "particle": lambda **kw: particle_error(PRODUCT, Ns=[4, 8, 32], seeds=2, reference=64, reference_seeds=1,
+                                                **kw),
+        "time": lambda **kw: time_error(PRODUCT, etas=[0.5, 1.0], seeds=3, n_particles=20, horizon=4.0,
+                                        reference_ratio=4, **kw),
+    }
+
+
+@pytest.mark.parametrize("case", ["particle", "time"])
+def test_ensemble_backend_is_bitwise_the_per_system_path(case):
+    # The same sweep through one engine ensemble (1 or 2 threads), one engine per run (2 processes) and a
+    # Python loop of core.langevin_step per run: every number the same, to the last bit.
+    sweep = _ensemble_cases()[case]
+    per_system = sweep(backend="engine", n_jobs=2)
+    assert per_system.settings["backend"] == "engine"
+    for n_jobs in (1, 2):
+        ensemble = sweep(backend="ensemble", n_jobs=n_jobs)
+        assert ensemble.settings["backend"] == "ensemble"
+        assert same(ensemble, per_system)
+    assert same(sweep(backend="core_loop", n_jobs=1), per_system)
+
+
+def test_ensemble_runs_return_the_per_system_results_bitwise():
+    # The run-level results (every recorded value), not only the sweep's summaries.
+    from mfkern import runner
+
+    base = PRODUCT.to_dict()
+    specs = [{"config": base, "n_particles": N, "replicate": 0, "seed": runner.derive_seed(9, N)} for N in (40, 3, 16)]
+    alone = [particle_module.particle_run(spec, 1) for spec in specs]
+    together = particle_module.particle_runs(specs, 2)
+    for one, batch in zip(alone, together):
+        assert json.dumps({k: v for k, v in one.items() if k != "cpu_s"}, sort_keys=True) == json.dumps(
+            batch, sort_keys=True)
+    time_specs = [{"config": base, "n_particles": 6, "replicate": r, "seed": runner.derive_seed(9, 100 + r),
+                   "etas": [0.5, 1.0], "reference_eta": 0.25, "n_fine": 16, "checkpoint_every": 4,
+                   "report_steps": [4, 16]} for r in range(3)]
+    alone = [timestep_module.time_run(spec, 1) for spec in time_specs]
+    together = timestep_module.time_runs(time_specs, 2)
+    for one, batch in zip(alone, together):
+        assert json.dumps({k: v for k, v in one.items() if k != "cpu_s"}, sort_keys=True) == json.dumps(
+            batch, sort_keys=True)
+
+
+def test_path_separation_is_the_same_for_every_backend():
+    curves = [path_separation(PRODUCT, n_particles=20, eta=0.5, horizon=5.0, seed=3, backend=backend)
+              for backend in ("ensemble", "engine", "core_loop")]
+    assert curves[0] == curves[1] == curves[2]
+    assert curves[0]["growth"][0] > 0
+
+
+@pytest.mark.parametrize("function", [particle_error, time_error])
+def test_sweeps_reject_an_unknown_backend(function):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        function(PRODUCT, backend="threads")
 
 
 def test_run_seeds_are_derived_from_base_seed_and_key():
@@ -446,6 +540,18 @@ def test_cli_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(argv)
     assert "expected" in capsys.readouterr().err
+
+
+def test_cli_backend_option_is_recorded_and_checked(tmp_path, capsys):
+    parser = add_cli_arguments(argparse.ArgumentParser(prog="mfkern discretization"))
+    args = parser.parse_args(["--quick", "--out", str(tmp_path), "--cases", "particle_erf", "--seeds", "2",
+                              "--n-jobs", "1", "--no-progress", "--no-plots", "--backend", "engine"])
+    assert run_cli(args) == 0
+    document = json.loads((tmp_path / "discretization_fast.json").read_text())
+    assert document["backend"] == "engine" and document["cases"]["particle_erf"]["settings"]["backend"] == "engine"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--backend", "threads"])
+    assert "--backend" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- stationarity
@@ -604,19 +710,28 @@ def test_advance_equals_single_library_steps_whatever_the_grouping():
         advance(grouped, -1)
 
 
-def test_sweeps_step_only_through_advance(monkeypatch):
-    # Every Langevin step of a sweep happens in a system's run(k), called by advance (no other stepping
-    # path: core.langevin_step is never called).
+@pytest.mark.parametrize("backend", ["ensemble", "engine"])
+def test_sweeps_step_only_through_advance(monkeypatch, backend):
+    # Every Langevin step of a sweep happens in a system's run(k) called by advance, or in an ensemble
+    # called by advance_ensemble (no other stepping path: core.langevin_step is never called).
     import mfkern.analysis._system as system_module
     from mfkern.engine import Engine
 
     inside, counts = [False], {"steps_in_advance": 0, "runs_outside": 0, "core_steps": 0}
     original_advance, original_run, original_step = system_module.advance, Engine.run, core.langevin_step
+    original_ensemble, original_advance_ensemble = system_module.run_ensemble, system_module.advance_ensemble
 
     def advance(system, k):
         inside[0] = True
         try:
             return original_advance(system, k)
+        finally:
+            inside[0] = False
+
+    def advance_ensemble(systems, k, **kwargs):
+        inside[0] = True
+        try:
+            return original_advance_ensemble(systems, k, **kwargs)
         finally:
             inside[0] = False
 
@@ -628,6 +743,14 @@ def test_sweeps_step_only_through_advance(monkeypatch):
             counts["runs_outside"] += 1
         return result
 
+    def run_ensemble(engines, k, **kwargs):
+        results = original_ensemble(engines, k, **kwargs)
+        if inside[0]:
+            counts["steps_in_advance"] += sum(result.steps for result in results)
+        else:
+            counts["runs_outside"] += 1
+        return results
+
     def step(*args, **kwargs):
         counts["core_steps"] += 1
         return original_step(*args, **kwargs)
@@ -637,11 +760,13 @@ def test_sweeps_step_only_through_advance(monkeypatch):
 
     for module in (system_module, particle_module, timestep_module):
         monkeypatch.setattr(module, "advance", advance)
+        monkeypatch.setattr(module, "advance_ensemble", advance_ensemble)
+    monkeypatch.setattr(system_module, "run_ensemble", run_ensemble)
     monkeypatch.setattr(Engine, "run", run)
     monkeypatch.setattr(core, "langevin_step", step)
-    particle_error(PRODUCT, Ns=[4], seeds=1, reference=8, reference_seeds=1)
+    particle_error(PRODUCT, Ns=[4], seeds=1, reference=8, reference_seeds=1, backend=backend)
     assert counts == {"steps_in_advance": 2 * PRODUCT.n_steps, "runs_outside": 0, "core_steps": 0}
-    time_error(PRODUCT, etas=[0.5, 1.0], seeds=1, n_particles=4, horizon=2.0, reference_ratio=4)
+    time_error(PRODUCT, etas=[0.5, 1.0], seeds=1, n_particles=4, horizon=2.0, reference_ratio=4, backend=backend)
     # the reference path: 2 / 0.125 steps
     assert counts == {"steps_in_advance": 2 * PRODUCT.n_steps + 16, "runs_outside": 0, "core_steps": 0}
 
@@ -654,6 +779,36 @@ def test_a_diverging_system_raises_and_stays_at_its_last_good_step():
     with pytest.raises(FloatingPointError, match="diverged at step"):
         advance(system, 50)
     assert np.isfinite(system.particles).all() and system.step < 50
+
+
+def test_a_diverging_system_stops_alone_in_an_ensemble():
+    from mfkern.analysis import advance_ensemble, make_system
+
+    X, Y, _ = PRODUCT.data()
+    good = make_system(PRODUCT, X, Y, initial_particles(5, 6, PRODUCT.d, PRODUCT.lam_w), eta=0.5, seed=5)
+    bad = make_system(PRODUCT, X, Y, initial_particles(5, 6, PRODUCT.d, PRODUCT.lam_w), eta=1e150, seed=5)
+    with pytest.raises(FloatingPointError, match=r"systems\[1\].*diverged at step"):
+        advance_ensemble([good, bad], 50)
+    assert good.step == 50 and bad.step < 50 and np.isfinite(bad.particles).all()
+
+
+def test_core_loop_system_is_the_engine_bitwise():
+    from mfkern.analysis import advance, make_system
+
+    X, Y, _ = PRODUCT.data()
+    for N in (6, 40):  # woodbury (N < n) and dense
+        W0 = initial_particles(5, N, PRODUCT.d, PRODUCT.lam_w)
+        engine = advance(make_system(PRODUCT, X, Y, W0, eta=0.5, seed=5), 7)
+        loop = make_system(PRODUCT, X, Y, W0, eta=0.5, seed=5, kind="core_loop")
+        advance(advance(loop, 3), 4)
+        assert loop.step == engine.step == 7
+        np.testing.assert_array_equal(loop.particles, engine.particles)
+    diverging = make_system(PRODUCT, X, Y, W0, eta=1e150, seed=5, kind="core_loop")
+    with pytest.raises(FloatingPointError, match="diverged at step"):
+        advance(diverging, 50)
+    assert diverging.step < 50 and np.isfinite(diverging.particles).all()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_system(PRODUCT, X, Y, W0, eta=0.5, seed=5, kind="numpy")
 
 
 def test_derive_seed_is_the_runner_one():
@@ -678,3 +833,30 @@ def test_benchmark_api_returns_errors_slopes_and_figures(tmp_path):
     json.dumps(result.to_dict(), allow_nan=True)
     with pytest.raises(ValueError, match="Ns"):
         discretization_benchmark(PRODUCT)
+
+
+def test_timing_script_compares_results_but_not_timings(tmp_path):
+    # bench/discretization_timing.py checks its full run against the committed results: a changed number
+    # must show, a different timing or backend must not.
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:  # bench/ is a folder of the repository, not part of the package
+        sys.path.insert(0, str(root))
+    from bench import discretization_timing as timing
+
+    committed = {"cases": {"a": {"table": [{"error": 0.5}], "elapsed_s": 3.0, "settings": {"backend": "engine"},
+                                 "diagnostics": {"cpu_s_total": 9.0, "L": 2.0}},
+                           "b": {"curves": {"ou": {"growth": [1.0, 0.5]}}, "elapsed_s": 1.0}}}
+    path = tmp_path / "committed.json"
+    path.write_text(json.dumps(committed))
+    rerun = json.loads(json.dumps(committed))
+    rerun["cases"]["a"].update(elapsed_s=1.0, settings={"backend": "ensemble"},
+                               diagnostics={"cpu_s_total": 4.0, "L": 2.0})
+    assert timing._compare_with_committed(rerun, path) == {"a": True, "b": True}
+    rerun["cases"]["b"]["curves"]["ou"]["growth"][1] = 0.5000000001
+    assert timing._compare_with_committed(rerun, path) == {"a": True, "b": False}
+    subset = timing._subset_cases("paper", 2)
+    assert subset["particle_product"][2]["seeds"] == 2 and subset["particle_product"][2]["reference_seeds"] == 1
+    assert subset["time_product"][2]["seeds"] == 2 and "seeds" not in subset["separation"][2]

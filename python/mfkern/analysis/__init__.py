@@ -7,13 +7,16 @@
   (:func:`stationarity`), the drift's curvature and eta * L (the small-step regime), and
   :func:`path_separation` (why the strong error saturates over long horizons).
 * :func:`discretization_benchmark`: the microbenchmark for one's own configuration (errors, slopes, figures).
-* Every Langevin step of the sweeps goes through :func:`advance` on a system made by :func:`make_system`.
+* Every Langevin step of the sweeps goes through :func:`advance` (one system) or :func:`advance_ensemble`
+  (many in one :func:`mfkern.engine.run_ensemble` call) on systems made by :func:`make_system`; by default
+  (``backend="ensemble"``) a sweep's independent runs advance together as one ensemble (see BACKENDS).
 * Exact checks (:mod:`mfkern.analysis.exact`): the data-free Ornstein-Uhlenbeck case, whose Euler-Maruyama
   chain has a known variance at every step, and the erf kernel in closed form.
 * Slopes: :func:`seed_slope` (OLS on log errors; delta-method t, bootstrap and OLS-residual intervals),
   :func:`fit_loglog` and :func:`bootstrap_loglog` (see :mod:`mfkern.analysis.stats`).
-* Sweeps show progress, derive every run's seed from (base seed, run key) and run in parallel processes
-  (n_jobs) through :mod:`mfkern.runner`, resuming from a JSON-lines cache of finished runs in out_dir.
+* Sweeps show progress, derive every run's seed from (base seed, run key) and run n_jobs at a time (threads
+  of the ensemble, or processes through :mod:`mfkern.runner` with backend "engine"), resuming from a
+  JSON-lines cache of finished runs in out_dir (the same cache for every backend).
 * Command line: ``mfkern discretization`` (:func:`add_cli_arguments`, :func:`run_cli`).
 """
 from ..runner import derive_seed
@@ -21,9 +24,10 @@ from ._benchmark import BenchmarkResult, discretization_benchmark
 from ._command import SUITES, add_cli_arguments, plot_by_time, plot_sweep, run_cli, run_suite
 from ._config import TASKS, DiscretizationConfig, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, METRICS, ErrorSweep
-from ._system import advance, drift_curvature, make_system
+from ._ensemble import BACKENDS
+from ._system import SYSTEM_KINDS, advance, advance_ensemble, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
-from .particle import particle_error, particle_report_steps, particle_run
+from .particle import particle_error, particle_report_steps, particle_run, particle_runs
 from .stats import (
     STATISTICS,
     abs_mean_statistic,
@@ -35,7 +39,7 @@ from .stats import (
     seed_slope,
     stationarity,
 )
-from .timestep import coupled_paths, path_separation, step_ratios, time_error, time_run
+from .timestep import coupled_paths, path_separation, step_ratios, time_error, time_run, time_runs
 
 __all__ = [
     "DiscretizationConfig",
@@ -48,6 +52,9 @@ __all__ = [
     "discretization_benchmark",
     "make_system",
     "advance",
+    "advance_ensemble",
+    "BACKENDS",
+    "SYSTEM_KINDS",
     "drift_curvature",
     "path_separation",
     "stationarity",
@@ -59,7 +66,9 @@ __all__ = [
     "particle_error",
     "time_error",
     "particle_run",
+    "particle_runs",
     "time_run",
+    "time_runs",
     "coupled_paths",
     "step_ratios",
     "derive_seed",

@@ -49,7 +49,7 @@ class BenchmarkResult:
 
 def discretization_benchmark(config, *, Ns=None, etas=None, seeds=8, n_particles=128, reference_factor=8,
                              reference_seeds=2, reference_ratio=4, horizon=None, figure_dir=None, n_jobs=1,
-                             out_dir=None, progress=False):
+                             out_dir=None, progress=False, backend="ensemble"):
     """Measure the particle (O(1/N)) and/or time (O(eta)) discretisation errors of one configuration.
 
     Parameters
@@ -70,7 +70,9 @@ def discretization_benchmark(config, *, Ns=None, etas=None, seeds=8, n_particles
         Where to write the figures: benchmark_particle.png, benchmark_particle_time.png (error against
         time), benchmark_time.png, benchmark_time_time.png. Needs matplotlib.
     n_jobs, out_dir, progress :
-        Worker processes (-1: one per CPU), resume-cache directory, progress bars.
+        Runs advanced at a time (-1: one per CPU), resume-cache directory, progress bars.
+    backend : {"ensemble", "engine", "core_loop"}
+        How the runs are advanced (see :func:`mfkern.analysis.particle_error`; bitwise the same results).
 
     Returns
     -------
@@ -80,7 +82,7 @@ def discretization_benchmark(config, *, Ns=None, etas=None, seeds=8, n_particles
     if Ns is None and etas is None:
         raise ValueError("Ns and etas are both None: give the particle counts (Ns), the step sizes (etas), or both")
     result = BenchmarkResult()
-    common = {"seeds": seeds, "n_jobs": n_jobs, "out_dir": out_dir, "progress": progress}
+    common = {"seeds": seeds, "n_jobs": n_jobs, "out_dir": out_dir, "progress": progress, "backend": backend}
     if Ns is not None:
         result.particle = particle_error(cfg, Ns=Ns, reference_factor=reference_factor,
                                          reference_seeds=reference_seeds, **common)

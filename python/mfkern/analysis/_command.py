@@ -30,6 +30,7 @@ from .._argtypes import n_jobs as _n_jobs
 from .._argtypes import positive_int as _positive_int
 from .._argtypes import seed as _seed
 from ._config import DiscretizationConfig
+from ._ensemble import BACKENDS, check_backend
 from ._result import CACHE_NAME
 from .particle import particle_error
 from .timestep import path_separation, time_error
@@ -283,8 +284,8 @@ def _environment():
     return info
 
 
-def _separation(configs, kwargs, seed):
-    return {name: path_separation(cfg.replace(seed=seed), eta=eta, seed=seed, **kwargs)
+def _separation(configs, kwargs, seed, backend="ensemble"):
+    return {name: path_separation(cfg.replace(seed=seed), eta=eta, seed=seed, backend=backend, **kwargs)
             for name, (cfg, eta) in configs.items()}
 
 
@@ -294,7 +295,7 @@ def _format_separation(curves):
 
 
 def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_dir=None, seeds=None, n_jobs=-1,
-              base_seed=0, cases=None, progress=True, plots=True, resume=True, stream=None):
+              base_seed=0, cases=None, progress=True, plots=True, resume=True, stream=None, backend="ensemble"):
     """Run a discretisation suite; write ``discretization_<suite>.json`` and PNG figures to out_dir.
 
     Parameters
@@ -310,7 +311,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
     seeds : int, optional
         Replicates per grid point, overriding the suite's.
     n_jobs : int
-        Worker processes (-1: one per CPU).
+        Runs advanced at a time (-1: one per CPU): threads of the ensemble, or worker processes (see backend).
     base_seed : int
         Base seed of every sweep (config.seed).
     cases : sequence of str, optional
@@ -321,6 +322,10 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
         Reuse finished runs from the cache; False starts the cache afresh.
     stream : file, optional
         Where the tables are printed (default sys.stdout).
+    backend : {"ensemble", "engine", "core_loop"}
+        How the sweeps' independent runs are advanced (see :func:`mfkern.analysis.particle_error`): all
+        together as one engine ensemble in this process (default), one engine per run in worker processes,
+        or one Python loop of ``core.langevin_step`` per run. The results are bitwise the same.
 
     Returns
     -------
@@ -330,6 +335,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {tuple(SUITES)}, got {suite!r}")
     chosen = SUITES[suite]
+    backend = check_backend(backend)
     cases = list(chosen if cases is None else cases)
     unknown = [c for c in cases if c not in chosen]
     if unknown or not cases:
@@ -340,7 +346,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not resume and (cache_dir / CACHE_NAME).exists():
         (cache_dir / CACHE_NAME).unlink()
-    document = {"suite": suite, "cases": {}, "environment": _environment(),
+    document = {"suite": suite, "backend": backend, "n_jobs": n_jobs, "cases": {}, "environment": _environment(),
                 "notes": " ".join(__doc__.strip().split("\n\n", 1)[1].split())}
     start = time.perf_counter()
     path = out_dir / f"discretization_{suite}.json"
@@ -350,7 +356,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
         print(f"\n== {case}: {description}", file=stream, flush=True)
         case_start = time.perf_counter()
         if function is path_separation:
-            curves = _separation(config, kwargs, base_seed)
+            curves = _separation(config, kwargs, base_seed, backend)
             elapsed = time.perf_counter() - case_start
             print(_format_separation(curves), file=stream)
             entry = {"kind": "separation", "curves": curves, "description": description, "elapsed_s": elapsed}
@@ -364,7 +370,7 @@ def run_suite(suite="fast", *, out_dir="mfkern-results/discretization", cache_di
         if seeds is not None:
             kwargs["seeds"] = seeds
         sweep = function(config.replace(seed=base_seed), n_jobs=n_jobs, out_dir=cache_dir, progress=progress,
-                         **kwargs)
+                         backend=backend, **kwargs)
         elapsed = time.perf_counter() - case_start
         print(sweep.format_table(), file=stream)
         print(f"({elapsed:.1f} s)", file=stream, flush=True)
@@ -405,7 +411,7 @@ def add_cli_arguments(parser):
     """Add the options of ``mfkern discretization`` to an argparse parser (or subparser); returns it."""
     parser.add_argument("--suite", choices=tuple(SUITES), default="fast",
                         help="fast: higher temperature, steps up to eta = 1 (a smoke test: under a minute of "
-                             "CPU); paper: the paper's hyper-parameters, small steps, long runs (about 8 CPU-min) "
+                             "CPU); paper: the paper's hyper-parameters, small steps, long runs (about 6 CPU-min) "
                              "(default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="the same as --suite fast")
     parser.add_argument("--out", metavar="DIR", default="mfkern-results/discretization",
@@ -415,7 +421,12 @@ def add_cli_arguments(parser):
     parser.add_argument("--seeds", metavar="S", type=_positive_int, default=None,
                         help="replicates per grid point, for every sweep (default: the suite's)")
     parser.add_argument("--n-jobs", metavar="J", type=_n_jobs, default=-1,
-                        help="worker processes, -1 for one per CPU (default: %(default)s)")
+                        help="runs advanced at a time (threads of the ensemble, or worker processes with "
+                             "--backend engine/core_loop), -1 for one per CPU (default: %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="ensemble",
+                        help="ensemble: a sweep's runs advance together in one engine ensemble; engine: one "
+                             "engine per run in worker processes; core_loop: one Python loop of "
+                             "core.langevin_step per run (the same results; default: %(default)s)")
     parser.add_argument("--seed", metavar="SEED", type=_seed, default=0,
                         help="base seed; every run's seed is derived from it (default: %(default)s)")
     parser.add_argument("--cases", metavar="LIST", type=_cases, default=None,
@@ -444,7 +455,7 @@ def run_cli(args):
     try:
         run_suite("fast" if args.quick else args.suite, out_dir=args.out, cache_dir=args.cache, seeds=args.seeds, n_jobs=args.n_jobs,
                   base_seed=args.seed, cases=args.cases, progress=not args.no_progress, plots=plots,
-                  resume=not args.no_resume)
+                  resume=not args.no_resume, backend=getattr(args, "backend", "ensemble"))
     except (ValueError, TypeError, OSError) as exc:
         print(f"mfkern discretization: error: {exc}", file=sys.stderr)
         return 2

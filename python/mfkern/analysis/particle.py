@@ -10,11 +10,12 @@ from .. import core, runner
 from .._validation import integer
 from ._config import PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
-from ._system import advance, drift_curvature, make_system
+from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
+from ._system import advance, advance_ensemble, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
 from .stats import stationarity
 
-__all__ = ["particle_error", "particle_run", "particle_report_steps"]
+__all__ = ["particle_error", "particle_run", "particle_runs", "particle_report_steps"]
 
 
 def _config(config):
@@ -50,56 +51,104 @@ def _measure(W, X, Y, probe, cfg, n_threads):
     return G, float(U), kernel, predictor, A
 
 
-def particle_run(spec, n_threads=None):
+class _ParticleRun:
+    """One particle run's system and records: :meth:`record` at every step of ``schedule`` in turn (the
+    system advanced there by the caller), then :meth:`result`."""
+
+    def __init__(self, spec, n_threads, kind="engine"):
+        cfg = DiscretizationConfig(**spec["config"])
+        N, seed = spec["n_particles"], spec["seed"]
+        self.cfg, self.n_threads = cfg, n_threads
+        self.X, self.Y, self.probe = cfg.data()
+        self.system = make_system(cfg, self.X, self.Y, initial_particles(seed, N, cfg.d, cfg.lam_w), eta=cfg.eta,
+                                  seed=seed, n_threads=n_threads, kind=kind)
+        self.snapshots, self.reports = cfg.snapshot_steps(), particle_report_steps(cfg)
+        self.in_window, self.in_reports = set(self.snapshots), set(self.reports)
+        self.schedule = sorted(self.in_window | self.in_reports | {0})
+        self.window = {"G": [], "U": []}
+        self.kernel_sum = self.predictor_sum = 0.0
+        self.at_reports = {"G": [], "U": [], "kernel": [], "predictor": []}
+        self.curvature = {}
+
+    def record(self, step):
+        """Measure the system, which must be at `step` (one of the schedule's, in order)."""
+        cfg, n_threads = self.cfg, self.n_threads
+        assert self.system.step == step, (self.system.step, step)
+        W = self.system.particles
+        G, U, kernel, predictor, A = _measure(W, self.X, self.Y, self.probe, cfg, n_threads)
+        if step in (0, cfg.n_steps) and cfg.task != "ou":
+            self.curvature["initial" if step == 0 else "final"] = drift_curvature(W, self.X, A, cfg,
+                                                                                  n_threads=n_threads)
+        if step in self.in_window:
+            self.window["G"].append(G)
+            self.window["U"].append(U)
+            self.kernel_sum = self.kernel_sum + kernel
+            self.predictor_sum = self.predictor_sum + predictor
+        if step in self.in_reports:
+            for name, value in (("G", G), ("U", U), ("kernel", kernel.tolist()), ("predictor", predictor.tolist())):
+                self.at_reports[name].append(value)
+
+    def result(self):
+        count = len(self.snapshots)
+        return {
+            "steps": self.snapshots,
+            "G_snapshots": self.window["G"],
+            "U_snapshots": self.window["U"],
+            "G": float(np.mean(self.window["G"])),
+            "U": float(np.mean(self.window["U"])),
+            "kernel_mean": (self.kernel_sum / count).tolist(),
+            "predictor_mean": (self.predictor_sum / count).tolist(),
+            "report_steps": self.reports,
+            "report": self.at_reports,
+            "curvature": self.curvature,
+        }
+
+
+def particle_run(spec, n_threads=None, kind="engine"):
     """One MFLD run with N particles; returns its window-averaged and per-time statistics (JSON-ready).
 
     spec: {"config": DiscretizationConfig fields, "n_particles": N, "seed": run seed}. The run starts from
-    :func:`initial_particles` and is advanced with :func:`mfkern.analysis._system.advance`. It records
-    G = U + (lam_w_bar/2) mean_k |w_k|^2 and U at every window snapshot (config.snapshot_steps()), and the
-    window means of the probe kernel and the predictor; at every report step
-    (:func:`particle_report_steps`, the last one being config.n_steps) it records G, U, the kernel and the
-    predictor; and the curvature L of the drift (:func:`drift_curvature`) at the first and last steps.
+    :func:`initial_particles` and is advanced with :func:`mfkern.analysis._system.advance` (on a system of
+    `kind`, see :func:`mfkern.analysis.make_system`). It records G = U + (lam_w_bar/2) mean_k |w_k|^2 and U
+    at every window snapshot (config.snapshot_steps()), and the window means of the probe kernel and the
+    predictor; at every report step (:func:`particle_report_steps`, the last one being config.n_steps) it
+    records G, U, the kernel and the predictor; and the curvature L of the drift (:func:`drift_curvature`) at
+    the first and last steps. ``cpu_s``: the CPU time the run took.
     """
     started = time.process_time()
-    cfg = DiscretizationConfig(**spec["config"])
-    N, seed = spec["n_particles"], spec["seed"]
-    X, Y, probe = cfg.data()
-    system = make_system(cfg, X, Y, initial_particles(seed, N, cfg.d, cfg.lam_w), eta=cfg.eta, seed=seed,
-                         n_threads=n_threads)
-    snapshots, reports = cfg.snapshot_steps(), particle_report_steps(cfg)
-    in_window, in_reports = set(snapshots), set(reports)
-    window = {"G": [], "U": []}
-    kernel_sum = predictor_sum = 0.0
-    at_reports = {"G": [], "U": [], "kernel": [], "predictor": []}
-    curvature = {}
-    for step in sorted(in_window | in_reports | {0}):
-        advance(system, step - system.step)
-        W = system.particles
-        G, U, kernel, predictor, A = _measure(W, X, Y, probe, cfg, n_threads)
-        if step in (0, cfg.n_steps) and cfg.task != "ou":
-            curvature["initial" if step == 0 else "final"] = drift_curvature(W, X, A, cfg, n_threads=n_threads)
-        if step in in_window:
-            window["G"].append(G)
-            window["U"].append(U)
-            kernel_sum = kernel_sum + kernel
-            predictor_sum = predictor_sum + predictor
-        if step in in_reports:
-            for name, value in (("G", G), ("U", U), ("kernel", kernel.tolist()), ("predictor", predictor.tolist())):
-                at_reports[name].append(value)
-    count = len(snapshots)
-    return {
-        "steps": snapshots,
-        "G_snapshots": window["G"],
-        "U_snapshots": window["U"],
-        "G": float(np.mean(window["G"])),
-        "U": float(np.mean(window["U"])),
-        "kernel_mean": (kernel_sum / count).tolist(),
-        "predictor_mean": (predictor_sum / count).tolist(),
-        "report_steps": reports,
-        "report": at_reports,
-        "curvature": curvature,
-        "cpu_s": time.process_time() - started,
-    }
+    run = _ParticleRun(spec, n_threads, kind)
+    for step in run.schedule:
+        advance(run.system, step - run.system.step)
+        run.record(step)
+    return dict(run.result(), cpu_s=time.process_time() - started)
+
+
+def particle_runs(specs, n_threads=1, *, progress=False, desc="particle runs"):
+    """Several particle runs of one configuration (any N and seeds) as one ensemble: their engines advance
+    together by :func:`mfkern.analysis._system.advance_ensemble` from one recorded step to the next, on
+    n_threads threads, and are measured there on as many threads. Returns what :func:`particle_run` would for
+    each spec, bitwise, without ``cpu_s`` (the runs share their threads)."""
+    # Largest systems first: the ensemble hands engines to threads in order (dynamic), so this balances it.
+    order = sorted(range(len(specs)), key=lambda i: -specs[i]["n_particles"])
+    runs = [_ParticleRun(specs[i], 1) for i in order]
+    schedule = runs[0].schedule
+    if any(run.schedule != schedule for run in runs):
+        raise ValueError("an ensemble of particle runs needs one configuration (one schedule of recorded steps)")
+    systems = [run.system for run in runs]
+    bar = step_bar(schedule[-1], desc, progress)
+    try:
+        for step in schedule:
+            advance_ensemble(systems, step - systems[0].step, n_threads=n_threads)
+            thread_map(lambda run: run.record(step), runs, n_threads)  # noqa: B023  (used at once)
+            if bar is not None:
+                bar.update(step - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    results = [None] * len(specs)
+    for i, run in zip(order, runs):
+        results[i] = run.result()
+    return results
 
 
 def _exact_reference(cfg, reports):
@@ -156,7 +205,7 @@ def _stationarity(results, cfg, level):
 
 def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *, reference_seeds=2,
                    reference_factor=8, n_jobs=1, out_dir=None, progress=False, n_threads=None, level=0.95,
-                   n_boot=2000):
+                   n_boot=2000, backend="ensemble"):
     """Particle-discretisation error of MFLD against the mean-field limit, and its log-log rate in N.
 
     For every N in `Ns` and every replicate in `seeds`, runs MFLD with N particles from the prior for
@@ -196,21 +245,28 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
     reference_factor : int
         N_ref = reference_factor * max(Ns) when `reference` is None and no exact answer exists.
     n_jobs : int
-        Worker processes for the independent runs (-1: one per CPU), through :func:`mfkern.runner.execute`.
+        Runs advanced at a time (-1: one per CPU): threads of the ensemble (backend "ensemble"), else worker
+        processes of :func:`mfkern.runner.execute`.
     out_dir : path, optional
         Directory of the resume cache (discretization_runs.jsonl): finished runs are read back, not rerun.
     progress : bool
         Show a tqdm progress bar (when tqdm is installed).
     n_threads : int, optional
-        Core threads per run (default 1: the parallelism is over runs, see n_jobs).
+        Core threads per run with backend "engine" or "core_loop" (default 1: the parallelism is over runs,
+        see n_jobs); an ensemble's runs are single-threaded.
     level, n_boot : float, int
         Confidence level and bootstrap resamples of the intervals (see :mod:`mfkern.analysis.stats`).
+    backend : {"ensemble", "engine", "core_loop"}
+        How the runs are advanced (see :mod:`mfkern.analysis._ensemble`): all together as one engine ensemble
+        in this process (default), one engine per run in worker processes, or (to time the difference) one
+        Python loop of ``core.langevin_step`` per run. The results are bitwise the same.
 
     Returns
     -------
     ErrorSweep
     """
     cfg = _config(config)
+    backend = check_backend(backend)
     Ns = _particle_counts(Ns)
     replicates = check_replicates(seeds)
     reference_seeds = integer(reference_seeds, "reference_seeds", minimum=1)
@@ -228,9 +284,9 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
                       "seed": runner.derive_seed(cfg.seed, PURPOSE_REFERENCE, mode, r)}
                      for r in range(reference_seeds)]
     # Reference runs first: they are the longest, so starting them first balances the workers best.
-    results = runner.execute(particle_run, "particle", ref_specs + specs, n_jobs=n_jobs, cache=cache,
-                             progress=progress, desc=f"particle sweep ({cfg.task})", n_threads=n_threads,
-                             version=CACHE_VERSION)
+    results = execute_runs(particle_run, particle_runs, "particle", ref_specs + specs, backend=backend,
+                           n_jobs=n_jobs, cache=cache, progress=progress, desc=f"particle sweep ({cfg.task})",
+                           n_threads=n_threads, version=CACHE_VERSION, group_key=lambda spec: spec["config"])
     ref_results, results = results[:len(ref_specs)], results[len(ref_specs):]
     reports = particle_report_steps(cfg)
 
@@ -307,9 +363,9 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
                        "eta_L_final": cfg.eta * L1,
                        "description": "L: largest |eigenvalue| of the Hessian of the first variation over 32 "
                                       "particles (median over runs), at the first and last steps"}
-    cpu = [r.get("cpu_s") for r in ref_results + results]
-    diagnostics["cpu_s_total"] = float(sum(cpu)) if all(c is not None for c in cpu) else None
-    settings = {"Ns": Ns, "seeds": replicates, "reference": reference, "reference_seeds": reference_seeds,
+    diagnostics["cpu_s_total"] = cpu_total(ref_results + results)
+    settings = {"Ns": Ns, "seeds": replicates, "reference": reference, "backend": backend,
+                "reference_seeds": reference_seeds,
                 "reference_factor": reference_factor, "report_steps": reports, "level": level, "n_boot": n_boot,
                 "seed_derivation": "mfkern.runner.derive_seed(config.seed, 0, N, replicate); reference runs "
                                    "(1, N_ref, replicate)"}

@@ -20,12 +20,13 @@ from .. import core, runner
 from .._validation import integer, positive
 from ._config import PURPOSE_TIME, DiscretizationConfig, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
-from ._system import advance, drift_curvature, make_system
+from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
+from ._system import advance, advance_ensemble, drift_curvature, make_system
 from .exact import ou_stationary_variance, ou_variance_at_step
 from .particle import _config
 from .stats import fit_loglog, stationarity
 
-__all__ = ["time_error", "time_run", "coupled_paths", "step_ratios", "path_separation"]
+__all__ = ["time_error", "time_run", "time_runs", "coupled_paths", "step_ratios", "path_separation"]
 
 
 def _step_sizes(etas):
@@ -61,51 +62,69 @@ def _G(U, W, cfg):
     return float(U + 0.5 * cfg.lam_w_bar * np.mean(np.einsum("kl,kl->k", W, W)))
 
 
-def _simulate(cfg, X, Y, n_particles, seed, etas, ratios, reference_eta, n_fine, checkpoints, n_threads,
-              curvature=False):
-    """Coupled paths for all step sizes; records (G, mean w^2, distance to the reference) at checkpoints.
+class _ReferencePath:
+    """The fine-step reference path of one replicate: its system, advanced by the caller through ``stops``,
+    and what :meth:`record` keeps at each stop (G, mean(w^2) and the particles at the checkpoints, the
+    drift's curvature at the first and last steps)."""
 
-    The reference path is a system advanced (:func:`mfkern.analysis._system.advance`) from checkpoint to
-    checkpoint; the coarse paths take their steps here, with the sums of the fine increments. Returns
-    (records, final states, final reference particles). Checkpoints are fine-step indices that are
-    multiples of every ratio, so every path sits at a step boundary there.
-    """
-    W0 = initial_particles(seed, n_particles, cfg.d, cfg.lam_w)
-    reference = make_system(cfg, X, Y, W0, eta=reference_eta, seed=seed, n_threads=n_threads)
+    def __init__(self, cfg, X, Y, n_particles, seed, reference_eta, n_fine, checkpoints, n_threads, curvature,
+                 kind="engine"):
+        self.cfg, self.X, self.Y, self.n_fine, self.n_threads = cfg, X, Y, n_fine, n_threads
+        self.checkpoints, self.curvature = set(checkpoints), curvature
+        self.W0 = initial_particles(seed, n_particles, cfg.d, cfg.lam_w)
+        self.system = make_system(cfg, X, Y, self.W0, eta=reference_eta, seed=seed, n_threads=n_threads, kind=kind)
+        self.stops = sorted(self.checkpoints | ({0, n_fine} if curvature else set()) | {n_fine})
+        self.particles_at = {}  # checkpoint -> the reference particles there
+        self.records = {"G_ref": [], "mean_sq_ref": [], "curvature": {}}
+
+    def record(self, j):
+        """Measure the reference path, which must be at fine step j (one of ``stops``, in order)."""
+        assert self.system.step == j, (self.system.step, j)
+        cfg, n_threads = self.cfg, self.n_threads
+        at_ends = self.curvature and j in (0, self.n_fine)
+        if j not in self.checkpoints and not at_ends:
+            return
+        W_ref = self.system.particles
+        _, A_ref, U_ref = core.drift(W_ref, self.X, self.Y, return_dual=True, n_threads=n_threads, **cfg.hyper)
+        if at_ends:
+            self.records["curvature"]["initial" if j == 0 else "final"] = drift_curvature(
+                W_ref, self.X, A_ref, cfg, n_threads=n_threads)
+        if j in self.checkpoints:
+            self.records["G_ref"].append(_G(U_ref, W_ref, cfg))
+            self.records["mean_sq_ref"].append(float(np.mean(W_ref * W_ref)))
+            self.particles_at[j] = W_ref
+
+
+def _coarse_paths(cfg, X, Y, reference, seed, etas, ratios, reference_eta, n_fine, n_threads):
+    """The coarse paths of one replicate, coupled to its (finished) reference path: they take their steps
+    here, with the sums of the fine increments, and are compared with the reference particles at its
+    checkpoints. Returns (records, final states)."""
+    W0, checkpoints, n_particles = reference.W0, reference.checkpoints, reference.W0.shape[0]
     states = [W0.copy() for _ in ratios]
     increments = [np.zeros_like(W0) for _ in ratios]
     grads, Us = [None] * len(ratios), [None] * len(ratios)
     sqrt_fine, noise_scale = math.sqrt(reference_eta), math.sqrt(2.0 * cfg.lam)
     records = {"G": [[] for _ in ratios], "mean_sq": [[] for _ in ratios], "msd": [[] for _ in ratios],
-               "median_distance": [[] for _ in ratios], "far_fraction": [[] for _ in ratios],
-               "G_ref": [], "mean_sq_ref": [], "curvature": {}}
+               "median_distance": [[] for _ in ratios], "far_fraction": [[] for _ in ratios]}
     for j in range(n_fine + 1):
         # Drift at the start of each coarse step (and at the end, for the records at the final time).
         for i, r in enumerate(ratios):
             if j % r == 0:
                 grads[i], _, Us[i] = core.drift(states[i], X, Y, return_dual=True, n_threads=n_threads,
                                                 **cfg.hyper)
-        if j in checkpoints or (curvature and j in (0, n_fine)):
-            advance(reference, j - reference.step)
-            W_ref = reference.particles
-            _, A_ref, U_ref = core.drift(W_ref, X, Y, return_dual=True, n_threads=n_threads, **cfg.hyper)
-            if curvature and j in (0, n_fine):
-                records["curvature"]["initial" if j == 0 else "final"] = drift_curvature(
-                    W_ref, X, A_ref, cfg, n_threads=n_threads)
-            if j in checkpoints:
-                records["G_ref"].append(_G(U_ref, W_ref, cfg))
-                records["mean_sq_ref"].append(float(np.mean(W_ref * W_ref)))
-                # "Far": a particle whose coarse path is a quarter of the typical particle norm away from its
-                # fine path (in another basin, not a small first-order deviation).
-                far = FAR_FRACTION_OF_NORM * math.sqrt(np.mean(np.einsum("kl,kl->k", W_ref, W_ref)))
-                for i, W in enumerate(states):
-                    records["G"][i].append(_G(Us[i], W, cfg))
-                    records["mean_sq"][i].append(float(np.mean(W * W)))
-                    diff = W - W_ref
-                    squared = np.einsum("kl,kl->k", diff, diff)
-                    records["msd"][i].append(float(np.mean(squared)))
-                    records["median_distance"][i].append(float(np.median(np.sqrt(squared))))
-                    records["far_fraction"][i].append(float(np.mean(squared > far * far)))
+        if j in checkpoints:
+            W_ref = reference.particles_at[j]
+            # "Far": a particle whose coarse path is a quarter of the typical particle norm away from its
+            # fine path (in another basin, not a small first-order deviation).
+            far = FAR_FRACTION_OF_NORM * math.sqrt(np.mean(np.einsum("kl,kl->k", W_ref, W_ref)))
+            for i, W in enumerate(states):
+                records["G"][i].append(_G(Us[i], W, cfg))
+                records["mean_sq"][i].append(float(np.mean(W * W)))
+                diff = W - W_ref
+                squared = np.einsum("kl,kl->k", diff, diff)
+                records["msd"][i].append(float(np.mean(squared)))
+                records["median_distance"][i].append(float(np.median(np.sqrt(squared))))
+                records["far_fraction"][i].append(float(np.mean(squared > far * far)))
         if j == n_fine:
             break
         # xi_j = particle_noise(seed, j): the noise the reference system adds at its step j.
@@ -115,8 +134,25 @@ def _simulate(cfg, X, Y, n_particles, seed, etas, ratios, reference_eta, n_fine,
             if (j + 1) % r == 0:
                 states[i] = states[i] - eta * grads[i] + noise_scale * increments[i]
                 increments[i][:] = 0.0
-    advance(reference, n_fine - reference.step)
-    return records, states, reference.particles
+    return records, states
+
+
+def _simulate(cfg, X, Y, n_particles, seed, etas, ratios, reference_eta, n_fine, checkpoints, n_threads,
+              curvature=False, kind="engine"):
+    """Coupled paths for all step sizes; records (G, mean w^2, distance to the reference) at checkpoints.
+
+    The reference path is a system advanced (:func:`mfkern.analysis._system.advance`) from checkpoint to
+    checkpoint; the coarse paths take their steps in :func:`_coarse_paths`, with the sums of the fine
+    increments. Returns (records, final states, final reference particles). Checkpoints are fine-step
+    indices that are multiples of every ratio, so every path sits at a step boundary there.
+    """
+    reference = _ReferencePath(cfg, X, Y, n_particles, seed, reference_eta, n_fine, checkpoints, n_threads,
+                               curvature, kind)
+    for j in reference.stops:
+        advance(reference.system, j - reference.system.step)
+        reference.record(j)
+    records, states = _coarse_paths(cfg, X, Y, reference, seed, etas, ratios, reference_eta, n_fine, n_threads)
+    return {**records, **reference.records}, states, reference.system.particles
 
 
 def coupled_paths(config, *, n_particles, seed, etas, reference_eta, n_fine_steps, n_threads=None):
@@ -149,41 +185,83 @@ def _checkpoints(average_from, n_fine, every, report_steps):
     return window, sorted(set(window) | set(report_steps))
 
 
-def time_run(spec, n_threads=None):
+def time_run(spec, n_threads=None, kind="engine"):
     """One replicate of a time sweep: all step sizes coupled to one Brownian path (JSON-ready result).
 
     spec: {"config", "n_particles", "seed", "etas", "reference_eta", "n_fine", "checkpoint_every",
     "report_steps"}. Records G, mean(w^2) (all coordinates) and the mean squared distance per particle to
     the reference path at every checkpoint: the window's (fine steps that are multiples of
     checkpoint_every, from ceil(average_from * n_fine)) and the report steps (error against time); and the
-    curvature of the drift on the reference path at the first and last steps.
+    curvature of the drift on the reference path at the first and last steps. The reference path is a
+    system of `kind` (see :func:`mfkern.analysis.make_system`). ``cpu_s``: the CPU time the run took.
     """
     started = time.process_time()
-    cfg = DiscretizationConfig(**spec["config"])
-    X, Y, _ = cfg.data()
-    etas, eta_ref = spec["etas"], spec["reference_eta"]
-    ratios = step_ratios(etas, eta_ref)
-    n_fine = spec["n_fine"]
-    _, checkpoints = _checkpoints(cfg.average_from, n_fine, spec["checkpoint_every"], spec["report_steps"])
-    records, _, _ = _simulate(cfg, X, Y, spec["n_particles"], spec["seed"], etas, ratios, eta_ref, n_fine,
-                              set(checkpoints), n_threads, curvature=cfg.task != "ou")
+    cfg, X, Y, ratios, checkpoints = _time_setup(spec)
+    records, _, _ = _simulate(cfg, X, Y, spec["n_particles"], spec["seed"], spec["etas"], ratios,
+                              spec["reference_eta"], spec["n_fine"], set(checkpoints), n_threads,
+                              curvature=cfg.task != "ou", kind=kind)
     records["checkpoints"] = checkpoints
     records["cpu_s"] = time.process_time() - started
     return records
 
 
-def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, n_times=8, n_threads=None):
+def _time_setup(spec):
+    cfg = DiscretizationConfig(**spec["config"])
+    X, Y, _ = cfg.data()
+    ratios = step_ratios(spec["etas"], spec["reference_eta"])
+    _, checkpoints = _checkpoints(cfg.average_from, spec["n_fine"], spec["checkpoint_every"], spec["report_steps"])
+    return cfg, X, Y, ratios, checkpoints
+
+
+def time_runs(specs, n_threads=1, *, progress=False, desc="time runs"):
+    """Several replicates of one time sweep (specs differing only in seed and replicate) together: their
+    reference paths advance as one ensemble (:func:`mfkern.analysis._system.advance_ensemble`, n_threads
+    engines at a time) from checkpoint to checkpoint, then the replicates' coarse paths run on n_threads
+    threads. Returns what :func:`time_run` would for each spec, bitwise, without ``cpu_s``."""
+    setups = [_time_setup(spec) for spec in specs]
+    references = [_ReferencePath(cfg, X, Y, spec["n_particles"], spec["seed"], spec["reference_eta"],
+                                 spec["n_fine"], set(checkpoints), 1, cfg.task != "ou")
+                  for spec, (cfg, X, Y, _, checkpoints) in zip(specs, setups)]
+    stops = references[0].stops
+    if any(reference.stops != stops for reference in references):
+        raise ValueError("an ensemble of time runs needs one sweep (the same checkpoints for every replicate)")
+    systems = [reference.system for reference in references]
+    bar = step_bar(stops[-1], desc, progress)
+    try:
+        for j in stops:
+            advance_ensemble(systems, j - systems[0].step, n_threads=n_threads)
+            thread_map(lambda reference: reference.record(j), references, n_threads)  # noqa: B023  (used at once)
+            if bar is not None:
+                bar.update(j - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def coarse(index):
+        spec, (cfg, X, Y, ratios, checkpoints), reference = specs[index], setups[index], references[index]
+        records, _ = _coarse_paths(cfg, X, Y, reference, spec["seed"], spec["etas"], ratios, spec["reference_eta"],
+                                   spec["n_fine"], 1)
+        return {**records, **reference.records, "checkpoints": checkpoints}
+
+    return thread_map(coarse, range(len(specs)), n_threads)
+
+
+def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, n_times=8, n_threads=None,
+                    backend="ensemble"):
     """How two MFLD paths with the same noise and step eta, started epsilon apart, separate over time.
 
-    Both paths are systems advanced by :func:`mfkern.analysis._system.advance` with the same seed (the same
-    Brownian increments); the second starts at W0 + epsilon * Z / rms(Z) with Z standard normal. Returns a
-    dict with ``t`` (report times, geometric from one step to `horizon`), ``distance`` (root mean square
+    Both paths are systems with the same seed (the same Brownian increments), advanced together in one
+    ensemble (:func:`mfkern.analysis._system.advance_ensemble`, backend "ensemble") or one after the other
+    by :func:`mfkern.analysis._system.advance` (backend "engine"; "core_loop": systems that step by
+    ``core.langevin_step`` calls): the same bits either way. The second starts at W0 + epsilon * Z / rms(Z)
+    with Z standard normal. Returns a dict with ``t`` (report times, geometric from one step to `horizon`), ``distance`` (root mean square
     over particles of |w_k - w'_k|) and ``growth`` = distance / epsilon. A contracting drift (the data-free
     OU case: growth (1 - eta lam_w_bar)^k exactly) keeps growth <= 1; growth >> 1 would mean that the
     dynamics amplifies small differences exponentially (it does not on the product task: see the suites'
     results), in which case the coupled paths' first-order errors would be amplified over time.
     """
     cfg = _config(config)
+    backend = check_backend(backend)
     n_particles = integer(n_particles, "n_particles", minimum=1)
     eta, horizon, epsilon = positive(eta, "eta"), positive(horizon, "horizon"), positive(epsilon, "epsilon")
     n_steps = max(1, int(round(horizon / eta)))
@@ -191,13 +269,17 @@ def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, 
     W0 = initial_particles(seed, n_particles, cfg.d, cfg.lam_w)
     Z = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,))).standard_normal(W0.shape)
     W1 = W0 + epsilon * Z / math.sqrt(np.mean(np.einsum("kl,kl->k", Z, Z)))
-    first = make_system(cfg, X, Y, W0, eta=eta, seed=seed, n_threads=n_threads)
-    second = make_system(cfg, X, Y, W1, eta=eta, seed=seed, n_threads=n_threads)
+    kind = "core_loop" if backend == "core_loop" else "engine"
+    first = make_system(cfg, X, Y, W0, eta=eta, seed=seed, n_threads=n_threads, kind=kind)
+    second = make_system(cfg, X, Y, W1, eta=eta, seed=seed, n_threads=n_threads, kind=kind)
     steps = report_times(n_steps, 1, integer(n_times, "n_times", minimum=1))
     distance = []
     for step in steps:
-        advance(first, step - first.step)
-        advance(second, step - second.step)
+        if backend == "ensemble":
+            advance_ensemble([first, second], step - first.step, n_threads=n_threads)
+        else:
+            advance(first, step - first.step)
+            advance(second, step - second.step)
         diff = first.particles - second.particles
         distance.append(float(math.sqrt(np.mean(np.einsum("kl,kl->k", diff, diff)))))
     return {"t": [k * eta for k in steps], "steps": steps, "distance": distance,
@@ -206,7 +288,7 @@ def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, 
 
 def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, reference_eta=None,
                reference_ratio=8, horizon=None, n_checkpoints=100, n_jobs=1, out_dir=None, progress=False,
-               n_threads=None, level=0.95, n_boot=2000):
+               n_threads=None, level=0.95, n_boot=2000, backend="ensemble"):
     """Time-discretisation error of MFLD against a finer step with the same Brownian path, and its rate.
 
     For every replicate, runs the paths of all step sizes in `etas` and the reference step together
@@ -261,12 +343,18 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
         About how many checkpoints the window is averaged over (spaced by a multiple of lcm(ratios)).
     n_jobs, out_dir, progress, n_threads, level, n_boot :
         As in :func:`mfkern.analysis.particle_error` (a replicate is one run).
+    backend : {"ensemble", "engine", "core_loop"}
+        "ensemble" (default): the replicates' reference paths advance as one engine ensemble in this process
+        (n_jobs at a time), then their coarse paths run on n_jobs threads; "engine": each replicate alone
+        (its reference path an engine) in n_jobs worker processes; "core_loop": likewise, its reference path
+        a Python loop of ``core.langevin_step``. The results are bitwise the same.
 
     Returns
     -------
     ErrorSweep
     """
     cfg = _config(config)
+    backend = check_backend(backend)
     etas = _step_sizes(etas)
     replicates = check_replicates(seeds)
     n_particles = integer(n_particles, "n_particles", minimum=1)
@@ -298,9 +386,10 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
     specs = [{"config": base, "n_particles": n_particles, "replicate": r,
               "seed": runner.derive_seed(cfg.seed, PURPOSE_TIME, r), "etas": etas, "reference_eta": reference_eta,
               "n_fine": n_fine, "checkpoint_every": every, "report_steps": reports} for r in replicates]
-    results = runner.execute(time_run, "time", specs, n_jobs=n_jobs, cache=runner.RunCache(out_dir, name=CACHE_NAME),
-                             progress=progress, desc=f"time sweep ({cfg.task})", n_threads=n_threads,
-                             version=CACHE_VERSION)
+    results = execute_runs(time_run, time_runs, "time", specs, backend=backend, n_jobs=n_jobs,
+                           cache=runner.RunCache(out_dir, name=CACHE_NAME), progress=progress,
+                           desc=f"time sweep ({cfg.task})", n_threads=n_threads, version=CACHE_VERSION,
+                           group_key=lambda spec: {k: v for k, v in spec.items() if k not in ("seed", "replicate")})
 
     window, checkpoints = _checkpoints(cfg.average_from, n_fine, every, reports)
     checkpoints = np.asarray(checkpoints)
@@ -393,9 +482,9 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
                       "ratios": ratios, "horizon": n_fine * reference_eta, "n_fine_steps": n_fine,
                       "window_checkpoint_times": (window_steps * reference_eta).tolist(),
                       "report_times": [j * reference_eta for j in reports]}
-    cpu = [r.get("cpu_s") for r in results]
-    diagnostics["cpu_s_total"] = float(sum(cpu)) if all(c is not None for c in cpu) else None
+    diagnostics["cpu_s_total"] = cpu_total(results)
     settings = {"etas": etas, "seeds": replicates, "n_particles": n_particles, "reference_ratio": reference_ratio,
+                "backend": backend,
                 "n_checkpoints": n_checkpoints, "level": level, "n_boot": n_boot,
                 "seed_derivation": "mfkern.runner.derive_seed(config.seed, 2, replicate), shared by all etas"}
     return ErrorSweep(kind="time", grid_name="eta", grid=etas, config=base, table=table, slopes=slopes,
