@@ -201,6 +201,29 @@ def test_every_module_says_what_it_is_for():
     assert not missing, f"modules without a docstring: {missing}"
 
 
+def private_names_imported_across_modules(path):
+    """(module, name) for every underscore name a module imports from another module of its package (the
+    compiled module, the argument checks and the version, which are private modules, excepted)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found += [(node.module, a.name) for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__") and a.name != "_core"]
+    return found
+
+
+def test_the_private_import_finder_finds_them(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from .a import _hidden, shown\nfrom . import _core\nfrom b import _external\n")
+    assert private_names_imported_across_modules(module) == [("a", "_hidden")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = {name: private_names_imported_across_modules(path) for name, path in MODULES.items() if path is not None}
+    found = {name: names for name, names in found.items() if names}
+    assert not found, f"private names imported across modules (give them public names): {found}"
+
+
 # ------------------------------------------------------------------------------------- the benchmarks
 @pytest.mark.skipif(not (REPO_ROOT / "bench" / "__init__.py").exists(), reason="needs the repository's bench/")
 def test_the_benchmark_modules_have_no_import_cycle_and_docstrings():

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from .particle import _config, particle_error
+from ._config import checked_config
+from .particle import particle_error
 from .timestep import time_error
 
 __all__ = ["BenchmarkResult", "discretization_benchmark"]
@@ -78,7 +79,7 @@ def discretization_benchmark(config, *, Ns=None, etas=None, seeds=8, n_particles
     -------
     BenchmarkResult
     """
-    cfg = _config(config)
+    cfg = checked_config(config)
     if Ns is None and etas is None:
         raise ValueError("Ns and etas are both None: give the particle counts (Ns), the step sizes (etas), or both")
     result = BenchmarkResult()

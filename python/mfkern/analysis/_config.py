@@ -10,7 +10,7 @@ import numpy as np
 from .. import core
 from .._validation import activation_name, integer, positive, seed_value
 
-__all__ = ["DiscretizationConfig", "TASKS", "initial_particles", "report_times", "INIT_STEP"]
+__all__ = ["DiscretizationConfig", "TASKS", "checked_config", "initial_particles", "report_times", "INIT_STEP"]
 
 #: Tasks: "product" is the paper's experiment (y = x1 * x2, x ~ N(0, I_d), d >= 2); "ou" switches the data
 #: term off (targets identically zero, so the second layer is zero and every coordinate of every particle is
@@ -171,3 +171,10 @@ def initial_particles(seed, n_particles, d, lam_w):
     Particle k's draw depends only on (seed, k): a run with more particles extends one with fewer.
     """
     return core.particle_noise(seed, INIT_STEP, n_particles, d + 1) / math.sqrt(lam_w)
+
+
+def checked_config(config):
+    """`config` itself when it is a DiscretizationConfig (the sweeps' argument check), else TypeError."""
+    if not isinstance(config, DiscretizationConfig):
+        raise TypeError(f"config must be a DiscretizationConfig, got {type(config).__name__}")
+    return config

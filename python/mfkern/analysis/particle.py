@@ -8,7 +8,8 @@ import numpy as np
 
 from .. import core, runner
 from .._validation import integer
-from ._config import PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, initial_particles, report_times
+from ._config import (PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, checked_config, initial_particles,
+                      report_times)
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
 from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
 from ._system import advance, advance_ensemble, drift_curvature, make_system
@@ -16,12 +17,6 @@ from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
 from .stats import stationarity
 
 __all__ = ["particle_error", "particle_run", "particle_runs", "particle_report_steps"]
-
-
-def _config(config):
-    if not isinstance(config, DiscretizationConfig):
-        raise TypeError(f"config must be a DiscretizationConfig, got {type(config).__name__}")
-    return config
 
 
 def _particle_counts(Ns):
@@ -265,7 +260,7 @@ def particle_error(config, Ns=(16, 32, 64, 128, 256), seeds=8, reference=None, *
     -------
     ErrorSweep
     """
-    cfg = _config(config)
+    cfg = checked_config(config)
     backend = check_backend(backend)
     Ns = _particle_counts(Ns)
     replicates = check_replicates(seeds)

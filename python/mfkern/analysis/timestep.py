@@ -18,12 +18,11 @@ import numpy as np
 
 from .. import core, runner
 from .._validation import integer, positive
-from ._config import PURPOSE_TIME, DiscretizationConfig, initial_particles, report_times
+from ._config import PURPOSE_TIME, DiscretizationConfig, checked_config, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
 from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
 from ._system import advance, advance_ensemble, drift_curvature, make_system
 from .exact import ou_stationary_variance, ou_variance_at_step
-from .particle import _config
 from .stats import fit_loglog, stationarity
 
 __all__ = ["time_error", "time_run", "time_runs", "coupled_paths", "step_ratios", "path_separation"]
@@ -162,7 +161,7 @@ def coupled_paths(config, *, n_particles, seed, etas, reference_eta, n_fine_step
     step reference_eta (identical to iterating ``core.langevin_step`` with this seed). n_fine_steps must be
     a multiple of every ratio eta / reference_eta.
     """
-    cfg = _config(config)
+    cfg = checked_config(config)
     etas = _step_sizes(etas)
     ratios = step_ratios(etas, reference_eta)
     n_particles = integer(n_particles, "n_particles", minimum=1)
@@ -260,7 +259,7 @@ def path_separation(config, *, n_particles, eta, horizon, seed=0, epsilon=1e-6, 
     dynamics amplifies small differences exponentially (it does not on the product task: see the suites'
     results), in which case the coupled paths' first-order errors would be amplified over time.
     """
-    cfg = _config(config)
+    cfg = checked_config(config)
     backend = check_backend(backend)
     n_particles = integer(n_particles, "n_particles", minimum=1)
     eta, horizon, epsilon = positive(eta, "eta"), positive(horizon, "horizon"), positive(epsilon, "epsilon")
@@ -353,7 +352,7 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
     -------
     ErrorSweep
     """
-    cfg = _config(config)
+    cfg = checked_config(config)
     backend = check_backend(backend)
     etas = _step_sizes(etas)
     replicates = check_replicates(seeds)
