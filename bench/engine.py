@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 import time
@@ -199,6 +200,13 @@ def _ms(seconds):
     return f"{1000 * seconds:.1f} ms"
 
 
+def _ratio(values):
+    """Median ratio, with its range when there are several."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{statistics.median(values):.2f}x [{min(values):.2f}, {max(values):.2f}]"
+
+
 def write_markdown(path, doc):
     r = doc["results"]
     lines = [f"# Engine benchmark ({doc['threads']} threads)", "", f"Machine: {doc['machine_line']}", "",
@@ -209,14 +217,23 @@ def write_markdown(path, doc):
         lines += ["## Paper size (N=2000, n=1000, d=15, paper hyper-parameters, x1*x2)", "",
                   "| variant | v0.1 dense step | engine dense | engine cg | cg vs v0.1 dense | cg vs engine dense | "
                   "cg iterations per solve | factorisations per 100 steps |", "|---|---|---|---|---|---|---|---|"]
-        for variant, v in r["paper"].items():
-            st = v["engine_cg"]["stats"]
+        repeats = 1
+        for variant, runs in r["paper"].items():
+            runs = runs if isinstance(runs, list) else [runs]  # one run per variant before --repeats
+            repeats = len(runs)
+            st = runs[0]["engine_cg"]["stats"]  # the same in every repeat (deterministic)
             per_solve = st["cg_iterations"] / max(st["cg_solves"], 1)
             factor_rate = 100 * st["factorizations"] / max(st["solves"], 1)
-            lines.append(f"| {variant} | {_ms(v['stateless_dense']['seconds_per_step'])} | "
-                         f"{_ms(v['engine_dense']['seconds_per_step'])} | {_ms(v['engine_cg']['seconds_per_step'])} | "
-                         f"{v['speedup_vs_stateless_dense']:.2f}x | {v['speedup_vs_engine_dense']:.2f}x | "
-                         f"{per_solve:.1f} | {factor_rate:.1f} |")
+            median_ms = {key: _ms(statistics.median(v[key]["seconds_per_step"] for v in runs))
+                    for key in ("stateless_dense", "engine_dense", "engine_cg")}
+            lines.append(f"| {variant} | {median_ms['stateless_dense']} | {median_ms['engine_dense']} | "
+                         f"{median_ms['engine_cg']} | "
+                         f"{_ratio([v['speedup_vs_stateless_dense'] for v in runs])} | "
+                         f"{_ratio([v['speedup_vs_engine_dense'] for v in runs])} | {per_solve:.1f} | {factor_rate:.1f} |")
+        if repeats > 1:
+            lines += ["", f"Each variant ran {repeats} times, the variants interleaved (round after round); the times "
+                      "are medians over the repeats and each ratio is the median of the per-repeat ratios [smallest, "
+                      "largest]: the spread is the run-to-run noise of the machine."]
         lines.append("")
     if "end_to_end" in r:
         e = r["end_to_end"]
@@ -254,6 +271,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each paper-size variant (default 1)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=CASES)
     parser.add_argument("--variant")
@@ -270,7 +288,12 @@ def main(argv=None):
     doc["machine_line"] = summary_line(doc["machine"])
     for case in args.cases:
         if case == "paper":
-            doc["results"]["paper"] = {v: run_case(case, args.threads, v) for v in ("plain", "label_noise", "tasks3")}
+            variants = ("plain", "label_noise", "tasks3")
+            runs = {v: [] for v in variants}
+            for _ in range(args.repeats):  # rounds interleave the variants, so slow spells hit all of them
+                for v in variants:
+                    runs[v].append(run_case(case, args.threads, v))
+            doc["results"]["paper"] = runs
         elif case == "large":
             doc["results"]["large"] = {v: run_case(case, args.threads, v) for v in ("stateless_dense", "dense", "cg")}
         else:
