@@ -285,6 +285,27 @@ def paired_interval(differences, level=0.95):
     return mean, mean - half, mean + half
 
 
+def protocol_version():
+    """What every run's result depends on beyond its spec: mfkern's version and default settings, the
+    split, subsample and data settings, the search grids and their widening. It is part of every cache key
+    (a short hash), so a change to any of them reruns instead of reusing old scores."""
+    import hashlib
+    import json
+
+    import mfkern
+    from mfkern import PRESETS, MeanFieldClassifier, MeanFieldRegressor
+
+    settings = dict(mfkern=mfkern.__version__, presets=PRESETS, regressor=MeanFieldRegressor().get_params(),
+                    classifier=MeanFieldClassifier().get_params(), test_size=TEST_SIZE,
+                    digits_samples=DIGITS_SAMPLES, friedman=dict(n_samples=500, noise=(1.0, 125.0), random_state=0),
+                    widen_by=WIDEN_BY, max_widenings=MAX_WIDENINGS,
+                    grids={name: {k: [float(v) for v in values] for k, values in grid.items()}
+                           for name, grid in (("krr", KRR_GRID), ("svc", SVC_GRID))},
+                    ridge_alphas=[float(a) for a in RIDGE_ALPHAS], logistic_cs=LOGISTIC_CS)
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def specs_for(names, n_splits, quick):
     specs = []
     for name in names:
@@ -431,7 +452,8 @@ def main(argv=None):
     start = time.perf_counter()
     specs = specs_for(names, n_splits, quick)
     cache = RunCache(out, f"{stem}_runs.jsonl")
-    results = execute(run_one, "datasets", specs, n_jobs=args.n_jobs, cache=cache, progress=True, n_threads=1)
+    results = execute(run_one, "datasets", specs, n_jobs=args.n_jobs, cache=cache, progress=True, n_threads=1,
+                      version=protocol_version())
     wall = time.perf_counter() - start
     mfkern_settings = dict(PRESETS["default"])
     if quick:

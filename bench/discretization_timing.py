@@ -114,8 +114,9 @@ def _format(report):
         "suite has 8) and 1 reference replicate in the particle sweep (the suite has 2); the separation and "
         "the exact cases as in the suite. (a) `backend=\"core_loop\"`: per run a Python loop of "
         "`mfkern.core.langevin_step`, runs in "
-        f"{report['threads']} worker processes; (b) `backend=\"ensemble\"`: `mfkern.engine.run_ensemble` on "
-        f"{report['threads']} threads in one process. Each case ran (a) then (b) back to back.", "",
+        f"{report['threads']} worker processes (the separation case: its two paths in this process, one thread); "
+        f"(b) `backend=\"ensemble\"`: `mfkern.engine.run_ensemble` on {report['threads']} threads in one process. "
+        "Each case ran (a) then (b) back to back.", "",
         "| case | (a) wall s | (a) CPU s | (b) wall s | (b) CPU s | wall (a)/(b) | CPU (a)/(b) |"
         + (" engine wall s | engine CPU s |" if "engine" in next(iter(subset.values())) else ""),
         "|---|---|---|---|---|---|---|" + ("---|---|" if "engine" in next(iter(subset.values())) else ""),
@@ -158,10 +159,17 @@ def _format(report):
     return "\n".join(lines) + "\n"
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads of the ensemble / worker processes")
-    parser.add_argument("--subset-seeds", type=int, default=2, help="replicates per grid point in the subset")
+    parser.add_argument("--threads", type=_positive, default=2, help="threads of the ensemble / worker processes")
+    parser.add_argument("--subset-seeds", type=_positive, default=2, help="replicates per grid point in the subset")
     parser.add_argument("--with-engine", action="store_true",
                         help="also time the subset with backend='engine' (one engine per run, worker processes)")
     parser.add_argument("--no-full", action="store_true", help="skip the full suite")

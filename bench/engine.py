@@ -267,11 +267,18 @@ def write_markdown(path, doc):
     pathlib.Path(path).write_text("\n".join(lines))
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each paper-size variant (default 1)")
+    parser.add_argument("--threads", type=_positive, default=2)
+    parser.add_argument("--repeats", type=_positive, default=1, help="runs of each paper-size variant (default 1)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=CASES)
     parser.add_argument("--variant")

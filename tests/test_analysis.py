@@ -426,6 +426,45 @@ def test_ensemble_runs_the_uncached_runs_as_one_batch_and_shares_the_cache(tmp_p
     assert time_batches == [[(4, 0), (4, 1)], [(4, 2)]]
 
 
+def test_ensemble_batches_are_bounded_and_each_is_cached_when_it_finishes(tmp_path, monkeypatch):
+    import mfkern.analysis._ensemble as ensemble_module
+
+    arguments = {"Ns": [4, 8], "seeds": 2, "reference": 32, "reference_seeds": 1}
+    whole = particle_error(PRODUCT, out_dir=tmp_path / "whole", **arguments)
+    monkeypatch.setattr(ensemble_module, "MAX_BATCH", 2)
+    batches = _counting_batches(monkeypatch, particle_module, "particle_runs")
+    split = particle_error(PRODUCT, out_dir=tmp_path / "split", **arguments)
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert same(split, whole)  # batching changes nothing but when the cache is written
+
+    # A failure in the second batch keeps the first batch's runs: a rerun does only the rest.
+    original = particle_module.particle_runs
+    calls = []
+
+    def failing_second(specs, n_threads=1, **kwargs):
+        calls.append(len(specs))
+        if len(calls) == 2:
+            raise FloatingPointError("diverged")
+        return original(specs, n_threads, **kwargs)
+
+    monkeypatch.setattr(particle_module, "particle_runs", failing_second)
+    with pytest.raises(FloatingPointError):
+        particle_error(PRODUCT, out_dir=tmp_path / "failing", **arguments)
+    monkeypatch.setattr(particle_module, "particle_runs", original)
+    batches = _counting_batches(monkeypatch, particle_module, "particle_runs")
+    resumed = particle_error(PRODUCT, out_dir=tmp_path / "failing", **arguments)
+    assert sum(len(batch) for batch in batches) == 3 and same(resumed, whole)
+
+
+def test_cpu_total_counts_each_runs_share_of_its_batch():
+    from mfkern.analysis._ensemble import cpu_total
+
+    batch = [dict(cpu_s=None, batch_cpu_s=6.0, batch_id="b", batch_size=3)] * 3
+    assert cpu_total(batch) == pytest.approx(6.0)
+    assert cpu_total(batch[:2] + [dict(cpu_s=1.5)]) == pytest.approx(5.5)  # two thirds of the batch, one own run
+    assert cpu_total([dict(cpu_s=None)]) is None
+
+
 def _ensemble_cases():
     """Tiny sweeps with systems on both sides of N = n (woodbury and dense solvers)."""
     return {

@@ -4,8 +4,10 @@ Backends (the ``backend`` argument of the sweeps):
 
 - ``"ensemble"`` (default): the runs not yet cached are advanced together, in this process, by
   :func:`mfkern.analysis._system.advance_ensemble` (:func:`mfkern.engine.run_ensemble`: n_jobs engines at a
-  time on n_jobs threads, each single-threaded), in lockstep between the steps where they are measured; the
-  measurements are spread over the same number of threads.
+  time on n_jobs threads, each single-threaded), in lockstep between the steps where they are measured, in
+  batches of at most :data:`MAX_BATCH` runs, each cached as soon as it finishes (an interrupt or a failure
+  loses at most the batch in progress). The measurements between those steps go through the same thread
+  pool, but each core call holds the core's lock, so in effect they run one after another.
 - ``"engine"``: every run is its own engine, advanced alone, the runs spread over n_jobs worker processes by
   :func:`mfkern.runner.execute`.
 - ``"core_loop"``: as "engine", but every run steps by a Python loop of ``core.langevin_step`` calls (how the
@@ -15,7 +17,8 @@ The three give bitwise the same results (the engine's trajectory is that of ``co
 ensemble leaves every engine where its own ``run(k)`` would have), and share one resume cache: a run's cache
 key (:func:`mfkern.runner.run_key` of its spec) does not depend on the backend. What differs is the CPU time
 recorded: a run of "engine" or "core_loop" records its own (``cpu_s``); the runs of one ensemble batch
-record the batch's together (``batch_cpu_s``, the same ``batch_id``), since their steps share threads.
+record the batch's together (``batch_cpu_s``, the same ``batch_id``, and ``batch_size``), since their steps
+share threads; :func:`cpu_total` counts each run's share of its batch.
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from .. import runner
 __all__ = ["BACKENDS", "check_backend", "execute_runs", "cpu_total", "thread_map", "step_bar"]
 
 BACKENDS = ("ensemble", "engine", "core_loop")
+#: Most runs advanced by one ensemble call between cache writes: enough to keep a few threads busy, few
+#: enough that an interrupted or failing sweep loses little.
+MAX_BATCH = 8
 
 
 def check_backend(backend):
@@ -77,7 +83,8 @@ def execute_runs(run_one, run_batch, kind, specs, *, backend, n_jobs, cache, pro
     groups = {}
     for i in todo:
         groups.setdefault(json.dumps(group_key(specs[i]), sort_keys=True), []).append(i)
-    for batch in groups.values():
+    batches = [group[j:j + MAX_BATCH] for group in groups.values() for j in range(0, len(group), MAX_BATCH)]
+    for batch in batches:
         started = time.process_time()  # all threads of this process: the ensemble's and the measurements'
         results = run_batch([specs[i] for i in batch], threads, progress=progress, desc=desc or kind)
         cpu = time.process_time() - started
@@ -89,14 +96,15 @@ def execute_runs(run_one, run_batch, kind, specs, *, backend, n_jobs, cache, pro
 
 
 def cpu_total(results):
-    """CPU seconds of these runs: their own where recorded, plus each ensemble batch's once (None when some
-    run recorded neither)."""
-    total, batches = 0.0, {}
+    """CPU seconds of these runs: their own where recorded, else their share of their ensemble batch's
+    (batch_cpu_s / batch_size: a sweep that reuses part of a batch counts only that part); None when some
+    run recorded neither."""
+    total = 0.0
     for result in results:
         if result.get("cpu_s") is not None:
             total += result["cpu_s"]
-        elif result.get("batch_id") is not None and result.get("batch_cpu_s") is not None:
-            batches[result["batch_id"]] = result["batch_cpu_s"]
+        elif result.get("batch_cpu_s") is not None and result.get("batch_size"):
+            total += result["batch_cpu_s"] / result["batch_size"]
         else:
             return None
-    return float(total + sum(batches.values()))
+    return float(total)

@@ -45,8 +45,10 @@ class CoreLoopSystem:
             try:
                 W = core.langevin_step(self._W, self._X, self._Y, eta=self.eta, seed=self.seed, step=self._step,
                                        n_threads=self.n_threads, solver=self.solver, **self._hyper)
-            except (FloatingPointError, np.linalg.LinAlgError) as exc:
+            except FloatingPointError as exc:
                 return RunResult(done, "nonfinite", str(exc))
+            except (np.linalg.LinAlgError, core.NotPositiveDefiniteError) as exc:  # as the engine reports it
+                return RunResult(done, "not_positive_definite", str(exc))
             self._W, self._step = W, self._step + 1
         return RunResult(k, "completed", "")
 

@@ -121,8 +121,10 @@ def particle_run(spec, n_threads=None, kind="engine"):
 def particle_runs(specs, n_threads=1, *, progress=False, desc="particle runs"):
     """Several particle runs of one configuration (any N and seeds) as one ensemble: their engines advance
     together by :func:`mfkern.analysis._system.advance_ensemble` from one recorded step to the next, on
-    n_threads threads, and are measured there on as many threads. Returns what :func:`particle_run` would for
-    each spec, bitwise, without ``cpu_s`` (the runs share their threads)."""
+    n_threads threads, and are measured there (one core call at a time: each holds the core's lock). Returns
+    what :func:`particle_run` would for each spec, bitwise, without ``cpu_s`` (the runs share their threads)."""
+    if not specs:
+        raise ValueError("specs must hold at least one particle run")
     # Largest systems first: the ensemble hands engines to threads in order (dynamic), so this balances it.
     order = sorted(range(len(specs)), key=lambda i: -specs[i]["n_particles"])
     runs = [_ParticleRun(specs[i], 1) for i in order]

@@ -215,8 +215,11 @@ def _time_setup(spec):
 def time_runs(specs, n_threads=1, *, progress=False, desc="time runs"):
     """Several replicates of one time sweep (specs differing only in seed and replicate) together: their
     reference paths advance as one ensemble (:func:`mfkern.analysis._system.advance_ensemble`, n_threads
-    engines at a time) from checkpoint to checkpoint, then the replicates' coarse paths run on n_threads
-    threads. Returns what :func:`time_run` would for each spec, bitwise, without ``cpu_s``."""
+    engines at a time) from checkpoint to checkpoint, then the replicates' coarse paths run (through a thread
+    pool, but one core call at a time: each holds the core's lock). Returns what :func:`time_run` would for
+    each spec, bitwise, without ``cpu_s``."""
+    if not specs:
+        raise ValueError("specs must hold at least one time run")
     setups = [_time_setup(spec) for spec in specs]
     references = [_ReferencePath(cfg, X, Y, spec["n_particles"], spec["seed"], spec["reference_eta"],
                                  spec["n_fine"], set(checkpoints), 1, cfg.task != "ou")
@@ -344,7 +347,8 @@ def time_error(config, etas=(0.25, 0.5, 1.0, 2.0), seeds=4, *, n_particles=128, 
         As in :func:`mfkern.analysis.particle_error` (a replicate is one run).
     backend : {"ensemble", "engine", "core_loop"}
         "ensemble" (default): the replicates' reference paths advance as one engine ensemble in this process
-        (n_jobs at a time), then their coarse paths run on n_jobs threads; "engine": each replicate alone
+        (n_jobs at a time), then their coarse paths run one after another (each core call holds the core's
+        lock); "engine": each replicate alone
         (its reference path an engine) in n_jobs worker processes; "core_loop": likewise, its reference path
         a Python loop of ``core.langevin_step``. The results are bitwise the same.
 

@@ -1,7 +1,7 @@
 """DistributedMeanFieldRegressor: MeanFieldRegressor with its particles sharded over the ranks of an MPI communicator.
 
-The step, the Reduce of the partial Gram to rank 0, the solve there and the broadcast of the dual are
-described in the docstring of :mod:`mfkern.distributed`; the collective operations themselves are in
+The step (every sum over particles reduced to rank 0 and broadcast back, every rank then solving the same
+second layer from the same bits) is described in the docstring of :mod:`mfkern.distributed`; the collective operations themselves are in
 :mod:`mfkern.distributed.collectives`. Training runs the one loop of :class:`mfkern.estimator.MeanFieldBase`
 (MeanFieldRegressor's engine strategy); this module supplies only where the particles live: each rank's rows
 of the initial draw, an engine whose sums over particles are reduced across the ranks, the fitted state of a
