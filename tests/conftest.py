@@ -1,6 +1,10 @@
-"""Shared fixtures for the mfkern test suite: a seeded generator and a small random problem factory."""
+"""Shared fixtures for the mfkern test suite: a seeded generator, a small random problem factory, and Python's
+own SIGINT handler during every test."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,3 +33,20 @@ def make_problem(rng):
         return SimpleNamespace(X=X, W=W, Y=Y, n=n, N=N, d=d, T=1 if T is None else T)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's KeyboardInterrupt handler for SIGINT during every test, whatever the suite inherited: a shell
+    starts background jobs with SIGINT ignored, Python then leaves it ignored, and the Ctrl-C tests would wait
+    for an interrupt that never comes."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -183,10 +184,11 @@ def test_ctrl_c_during_run_raises_at_a_step_boundary(rng):
     X, Y, W = task(rng, 300, 5, 400)
     engine = make(X, Y, W, "cg")
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    deadline = time.monotonic() + 60.0  # a lost interrupt fails the test instead of running for hours
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            engine.run(10**7)
+            engine.run(10**7, stop=lambda: time.monotonic() > deadline)
     finally:
         timer.cancel()
         timer.join()
