@@ -7,10 +7,12 @@ the training part only (C in {0.1, 1, 10, 100}, gamma in {"scale", 1e-3, 3e-3, 1
 0.5/sqrt(d); not tuned on digits) and the default lam = 0.004, lam_a = lam_w = 0.25, eta = 0.2, at N = 2000 for
 1000 steps, the multinomial second layer, with 2 threads, for each seed given;
 test accuracy every 100 steps. One-vs-rest and multinomial are also run for ``--ovr-steps`` steps (seed of the
-first run) and compared in time per step and accuracy. The load average of the machine is recorded before and
-after each fit (the machine is shared).
+first run) and compared in time per step and accuracy. The multinomial second layer's solver is compared in
+the same run with itself without its preconditioner (plain CG, the solver before the deflation
+preconditioner) over ``--plain-steps`` steps, alternating, ``--repeats`` times. The load average of the
+machine is recorded before and after each fit (the machine is shared).
 
-    OMP_NUM_THREADS=2 python bench/multiclass.py [--seeds 0] [--steps 1000] [--ovr-steps 20]
+    OMP_NUM_THREADS=2 python bench/multiclass.py [--seeds 0] [--steps 1000] [--ovr-steps 20] [--plain-steps 50]
 """
 from __future__ import annotations
 
@@ -66,11 +68,49 @@ def mfld(X, y, X_test, y_test, *, seed, steps, multi_class, threads):
                              newton_iterations=h["newton_iterations"], wall_time=h["wall_time"]))
 
 
+def solver_comparison(X, y, *, seed, steps, threads, repeats):
+    """Seconds per step and Newton / CG iterations per solve of the multinomial classifier, with and without
+    the deflation preconditioner, alternating (same seed, same steps)."""
+    from mfkern import MeanFieldClassifier, classifier, losses
+
+    runs = []
+    solve = losses.solve_multinomial_unchecked
+    deflation = losses._deflation  # bench only: switching the preconditioner off to time what it saves
+    for repeat in range(repeats):
+        for variant in ("preconditioned", "plain"):
+            counts = []
+
+            def counted(*args):
+                solution = solve(*args)
+                counts.append((solution.iterations, solution.cg_iterations))
+                return solution
+
+            classifier.solve_multinomial_unchecked = counted
+            losses._deflation = deflation if variant == "preconditioned" else (lambda products, P, c: None)
+            try:
+                est = MeanFieldClassifier(n_particles=2000, n_steps=steps, log_every=steps, random_state=seed,
+                                          n_threads=threads, input_scale=1 / np.sqrt(X.shape[1]))
+                t0 = time.perf_counter()
+                est.fit(X, y)
+                seconds = time.perf_counter() - t0
+            finally:
+                classifier.solve_multinomial_unchecked = solve
+                losses._deflation = deflation
+            counts = np.array(counts, dtype=float)
+            runs.append(dict(repeat=repeat, variant=variant, steps=steps, seconds=seconds,
+                             seconds_per_step=seconds / steps, newton_per_solve=float(counts[:, 0].mean()),
+                             cg_per_solve=float(counts[:, 1].mean()), load_after=os.getloadavg()))
+            print("solver", runs[-1], flush=True)
+    return runs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--ovr-steps", type=int, default=20)
+    parser.add_argument("--plain-steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
@@ -96,6 +136,9 @@ def main(argv=None):
                        threads=args.threads)
             results["short"].append(run)
             print("short", {k: v for k, v in run.items() if k != "history"}, flush=True)
+    if args.plain_steps:
+        results["solver"] = solver_comparison(X, y, seed=args.seeds[0], steps=args.plain_steps,
+                                              threads=args.threads, repeats=args.repeats)
     (out / "multiclass.json").write_text(json.dumps(results, indent=1))
     write_markdown(results, out / "multiclass.md")
     print((out / "multiclass.md").read_text())
@@ -134,6 +177,21 @@ def write_markdown(results, path):
                          f"{run['seconds']:.0f} | {run['seconds'] / run['steps']:.2f} | "
                          f"{sum(h['newton_iterations']) / run['steps']:.1f} | {run['load_before'][0]:.1f} -> "
                          f"{run['load_after'][0]:.1f} |")
+    if results.get("solver"):
+        solver = results["solver"]
+        steps = solver[0]["steps"]
+        lines += ["", f"The multinomial second layer with and without its preconditioner (seed "
+                  f"{results['multinomial'][0]['seed'] if results['multinomial'] else 0}, {steps} steps each, "
+                  "alternating; plain = conjugate gradients without the deflation preconditioner):", "",
+                  "| repeat | variant | s per step | Newton iterations per solve | CG iterations per solve |",
+                  "|---|---|---|---|---|"]
+        for run in solver:
+            lines.append(f"| {run['repeat']} | {run['variant']} | {run['seconds_per_step']:.3f} | "
+                         f"{run['newton_per_solve']:.2f} | {run['cg_per_solve']:.1f} |")
+        ratios = [plain["seconds"] / pre["seconds"] for pre, plain in zip(solver[0::2], solver[1::2])]
+        lines += ["", f"Plain / preconditioned time per step: median {np.median(ratios):.2f}x "
+                  f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}). The load average after the last fit: "
+                  f"{solver[-1]['load_after'][0]:.1f}."]
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 

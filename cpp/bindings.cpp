@@ -370,6 +370,12 @@ PYBIND11_MODULE(_core, m) {
             });
             return out;
         }, "The Gram K (n, n) of the current particles (their features stay stored for step_given_dual).")
+        .def("features", [](Engine& e, double divisor) {
+            auto out = empty(e.n(), e.n_particles());
+            double* o = out.mutable_data();
+            in_core([&] { e.features(o, divisor); });
+            return out;
+        }, py::arg("divisor"), "The features H (n, N) of the current particles divided by divisor (kept stored for the step).")
         .def("step_given_dual", [](Engine& e, const Array& a, std::optional<Array> b) {
             const long n = e.n(), t = e.n_tasks();
             if (a.shape(0) != n || a.shape(1) != t || (b && (b->shape(0) != n || b->shape(1) != t)))

@@ -289,6 +289,30 @@ def test_gram_and_step_given_dual_replay_the_stateless_api(rng):
     assert not make(X, Y, W, "dense", eta=1e300).step_given_dual(np.full((50, 2), 1e300))
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_features_are_the_stateless_features_divided_and_stay_stored_for_the_step(rng, precision):
+    X, _, W = task(rng, 70, 4, 90)
+    Y = np.sign(X[:, :1])
+    engine = make(X, Y, W, "dense", precision=precision, lam=0.01, lam_a=0.5, lam_w=0.5, eta=0.1)
+    H = core.features(W, X, n_threads=1)
+    Phi = engine.features(divide_by=np.sqrt(90))
+    assert Phi.shape == (70, 90) and Phi.flags.c_contiguous
+    if precision == "float64":
+        np.testing.assert_array_equal(Phi, H / np.sqrt(90))  # the same bits as the stateless API
+    else:
+        np.testing.assert_allclose(Phi, H / np.sqrt(90), atol=1e-6)
+    A = 0.01 * np.ones((70, 1))
+    assert engine.step_given_dual(A)
+    W1 = core.langevin_step_given_dual(W, X, A, eta=0.1, lam=0.01, lam_a=0.5, lam_w=0.5, seed=11, step=0,
+                                       precision=precision, n_threads=1)
+    np.testing.assert_array_equal(engine.particles, W1)
+    np.testing.assert_allclose(engine.features(), core.features(W1, X, n_threads=1), atol=1e-6)
+    with pytest.raises(ValueError, match="divide_by"):
+        engine.features(divide_by=0.0)
+    with pytest.raises(ValueError, match="woodbury"):
+        make(X, Y, W[:20], "woodbury").features()
+
+
 def test_an_ensemble_advances_each_engine_as_run_would(rng):
     X, Y, W = task(rng, 64, 15, 64)
     configs = [dict(seed=s, eta=eta) for s in (1, 2) for eta in (0.05, 0.2)] + [dict(seed=3, eta=1e150)]

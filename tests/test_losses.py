@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, logsumexp
 from sklearn.linear_model import LogisticRegression
 
-from mfkern import core
+from mfkern import core, losses
 from mfkern.losses import (LogisticLoss, NewtonConvergenceError, SquaredLoss, get_loss, multinomial_objective,
                            reduced_objective, solve_multinomial_second_layer, solve_second_layer)
 
@@ -377,6 +377,35 @@ def test_multinomial_warm_start_thread_count_and_far_starts(rng):
     np.testing.assert_allclose(far.A, solution.A, atol=1e-8)
     with pytest.raises(NewtonConvergenceError, match="multinomial.*not converged after 1 iterations"):
         solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-14, max_iter=1)
+
+
+def test_deflation_preconditioner_is_the_exact_inverse_hessian_when_it_spans_the_features(rng):
+    """With as many sketched directions as features, the preconditioner is (Hessian + ridge I)^{-1} at the
+    probabilities it was built from, checked against the Hessian written out in numpy (softmax_hessian)."""
+    n, N, T, ridge = 90, 12, 4, 0.3
+    X, W, Y, _ = one_hot_problem(rng, n, N, T=T)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    F = Phi @ rng.standard_normal((N, T))
+    P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+    products = losses._Products(Phi, 1)
+    preconditioner = losses._Deflation(products, P, ridge, rank=N)
+    v = rng.standard_normal((N, T))
+    exact = np.linalg.solve(softmax_hessian(Phi, F, 1.0) + ridge * np.eye(N * T), v.reshape(-1)).reshape(N, T)
+    np.testing.assert_allclose(preconditioner.apply(v), exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+
+
+def test_deflation_cuts_the_conjugate_gradient_iterations_not_the_answer(rng, monkeypatch):
+    """On features whose Gram is numerically low-rank against the ridge (MFLD's case), the preconditioned
+    Newton-CG needs fewer Hessian products and finds the same optimum as plain CG."""
+    n, N, T, ridge = 300, 200, 5, 0.05
+    X, W, Y, _ = one_hot_problem(rng, n, N, d=4, T=T, scale=2.0)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    preconditioned = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10)
+    monkeypatch.setattr(losses, "_deflation", lambda products, P, c: None)
+    plain = solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-10)
+    assert preconditioned.cg_iterations < plain.cg_iterations / 2
+    np.testing.assert_allclose(preconditioned.A, plain.A, atol=1e-8)
+    assert preconditioned.residual <= 1e-10
 
 
 def numpy_multinomial_G(W, X, Y, lam, lam_a, lam_w):

@@ -511,13 +511,44 @@ void Engine::gram(double* k_out) {
     std::copy(s.factor.begin(), s.factor.end(), k_out);
 }
 
-RunStatus Engine::step_given_dual(const double* a_cols, const double* b_cols) {
+void Engine::fill_features() {
     auto& s = *impl_;
     if (s.features_step != static_cast<long>(step_) && opt_.second_layer != SecondLayer::Woodbury) {
         if (opt_.single_precision) s.cache_f.fill(0, N_, opt_.n_threads);
         else s.cache_d.fill(0, N_, opt_.n_threads);
         s.features_step = step_;
     }
+}
+
+void Engine::features(double* h_rows, double divisor) {
+    if (opt_.second_layer == SecondLayer::Woodbury)
+        throw std::invalid_argument("features() needs stored features: not with the Woodbury solver");
+    if (reduce_) throw std::invalid_argument("features() holds one shard's columns only: not on a sharded engine");
+    auto& s = *impl_;
+    fill_features();
+    // A blocked transpose of the cache (column i: particle i) into rows (row j: sample j).
+    const long n = n_, N = N_, block = 64, row_blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(opt_.n_threads)
+    for (long rb = 0; rb < row_blocks; ++rb) {
+        const long j0 = rb * block, j1 = std::min(n, j0 + block);
+        for (long i0 = 0; i0 < N; i0 += block) {
+            const long i1 = std::min(N, i0 + block);
+            for (long i = i0; i < i1; ++i) {
+                if (opt_.single_precision) {
+                    const float* h = s.cache_f.h(i);
+                    for (long j = j0; j < j1; ++j) h_rows[j * N + i] = static_cast<double>(h[j]) / divisor;
+                } else {
+                    const double* h = s.cache_d.h(i);
+                    for (long j = j0; j < j1; ++j) h_rows[j * N + i] = h[j] / divisor;
+                }
+            }
+        }
+    }
+}
+
+RunStatus Engine::step_given_dual(const double* a_cols, const double* b_cols) {
+    auto& s = *impl_;
+    fill_features();
     std::copy(a_cols, a_cols + n_ * T_, a_.begin());
     a_step_ = step_;
     if (b_cols) {

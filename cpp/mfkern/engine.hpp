@@ -92,6 +92,10 @@ class Engine {
     // n x T, as returned by that solver. Returns the step's status (Completed, or NonFinite with the
     // engine left where it was). Not with the Woodbury solver.
     void gram(double* k_out);
+    // The features H of the current particles divided by `divisor` (e.g. sqrt(N)), row-major n x N,
+    // kept stored for the step (a second layer that works from the features, not the Gram). Not with the
+    // Woodbury solver, and not on shards (each holds only its particles' columns).
+    void features(double* h_rows, double divisor);
     RunStatus step_given_dual(const double* a_cols, const double* b_cols);
 
     // U, G, dof, condition of K + r I, train MSE, alignment of K with Y at the current particles; sets the
@@ -127,6 +131,7 @@ class Engine {
     SecondLayer second_layer() const { return opt_.second_layer; }
 
   private:
+    void fill_features();  // the current particles' features into the cache, unless already there
     void gram_into_factor();
     void cholesky_factor();
     void invert(bool keep_preconditioner);

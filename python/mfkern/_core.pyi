@@ -88,6 +88,8 @@ class Engine:
         """U, G, dof, condition, mean_sq_norm, train_mse, kernel_alignment at the current particles."""
     def gram(self) -> _Array:
         """The Gram (n, n) of the current particles."""
+    def features(self, divisor: float) -> _Array:
+        """The features (n, N) of the current particles divided by divisor."""
     def step_given_dual(self, a: _Array, b: Optional[_Array]) -> bool:
         """One step with the given dual coefficients (n, T)."""
     def output_weights(self) -> _Array:

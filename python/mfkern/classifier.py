@@ -155,7 +155,8 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     multi_class : {"multinomial", "ovr"}, default="multinomial"
         With more than two classes: one softmax loss over C outputs, or C one-vs-rest binary losses on the
         same particles. Ignored for two classes (one logistic output). The multinomial second layer costs
-        conjugate-gradient products with the n x N features instead of an n x n factorisation per class.
+        preconditioned conjugate-gradient products with the n x N features instead of an n x n
+        factorisation per class and Newton iteration.
     newton_tol : float, default=1e-8
         Newton's method stops when max_j |n lam lam_a A_j + l'(f_j, y_j)| <= newton_tol (the optimality
         residual, in units of the loss derivative, which lies in (-1, 1); for the softmax loss
@@ -361,11 +362,10 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise ValueError(f"y_val has labels {list(unknown[:5])} that are not among y's classes {list(classes)}")
         return X_val, np.searchsorted(classes, y_val)
 
-    def _solve_multinomial(self, W, run):
-        """The multinomial second layer at particles W from the features (no n x n Gram), from run.warm;
-        updates run.warm and the count. Returns (A, f(X) = K A, U)."""
-        H = core.features(W, run.X, run.activation, n_threads=run.n_threads)
-        H /= math.sqrt(W.shape[0])
+    def _solve_multinomial(self, W, run, step):
+        """The multinomial second layer at particles W (step `step`) from the engine's stored features (no
+        n x n Gram), from run.warm; updates run.warm and the count. Returns (A, f(X) = K A, U)."""
+        H = self._engine_at(run, W, step).features(divide_by=math.sqrt(W.shape[0]))
         solution = solve_multinomial_unchecked(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
                                       _MAX_CG_ITER, run.solver_threads)
         run.warm = solution.A
@@ -396,7 +396,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         engine = self._engine_at(run, W, step)
         try:
             if run.multinomial:
-                A, _, U = self._solve_multinomial(W, run)
+                A, _, U = self._solve_multinomial(W, run, step)
             else:
                 A, _, U = self._solve(engine.gram(), run)
         except NewtonConvergenceError as exc:
@@ -417,7 +417,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         X, Y = run.X, run.Y
         K = self._engine_at(run, W, step).gram()
         try:
-            A, F, U = self._solve_multinomial(W, run) if run.multinomial else self._solve(K, run)
+            A, F, U = self._solve_multinomial(W, run, step) if run.multinomial else self._solve(K, run)
         except NewtonConvergenceError as exc:
             raise DivergenceError(str(exc), step=step, n_steps_done=None, cause=str(exc)) from exc
         if not math.isfinite(U):

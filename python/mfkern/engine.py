@@ -190,6 +190,15 @@ class Engine:
             raise ValueError("gram() needs the stored features of solver 'dense' or 'cg', not 'woodbury'")
         return self._engine.gram()
 
+    def features(self, divide_by=1.0):
+        """The features H (n, N) of the current particles divided by `divide_by` (e.g. sqrt(N): Phi with
+        K = Phi Phi^T), for a second layer that works from the features; they stay stored for
+        :meth:`step_given_dual`. Not on a sharded engine."""
+        if self.solver == "woodbury":
+            raise ValueError("features() needs the stored features of solver 'dense' or 'cg', not 'woodbury'")
+        divide_by = positive(divide_by, "divide_by")
+        return self._engine.features(divide_by)
+
     def step_given_dual(self, A, B=None):
         """One Langevin step whose second layer was solved outside the engine: A (and, for the label-noise
         procedure, B) of shape (n, T) (docs/theory.md, section 9: the drift has the same form for any loss

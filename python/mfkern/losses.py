@@ -388,6 +388,15 @@ _PANEL_ROWS = 256
 # T = 10, N = 2000, warm starts along MFLD): 0.5 took 7.1 Newton and 45 CG iterations per step, 0.1 took 5.3
 # and 42, 0.01 took 4.0 and 46 (tol 1e-8).
 _FORCING = 0.1
+_FORCING_POWER = 1.0
+# The Newton system is preconditioned by its exact inverse on a sketched top subspace of the features (see
+# _Deflation). Its dimension is rank x T, capped so that building it stays a small part of a step.
+_DEFLATION_RANK = 48
+_DEFLATION_MAX_DIM = 1024
+_DEFLATION_MIN_RANK = 8
+# B is built from the probabilities of the first Newton iteration; it is rebuilt at a later one when the
+# previous one needed more CG iterations than this (the probabilities moved: a far start).
+_DEFLATION_REBUILD_CG = 4
 
 
 def _panels(size):
@@ -450,6 +459,43 @@ class _Products:
         self._run([job(a, b) for a, b in self.col_panels])
         return out
 
+    def forward32(self, V):
+        """Phi @ V in single precision (V float32), shape (n, k)."""
+        out = np.empty((self.Phi.shape[0], V.shape[1]), dtype=np.float32)
+
+        def job(a, b):
+            return lambda: np.matmul(self.Phi32[a:b], V, out=out[a:b])
+
+        self._run([job(a, b) for a, b in self.row_panels])
+        return out
+
+    def backward32(self, G):
+        """Phi^T @ G in single precision (G float32), shape (m, k)."""
+        out = np.empty((self.Phi.shape[1], G.shape[1]), dtype=np.float32)
+
+        def job(a, b):
+            return lambda: np.matmul(self.Phi32[:, a:b].T, G, out=out[a:b])
+
+        self._run([job(a, b) for a, b in self.col_panels])
+        return out
+
+    def gram32(self, Z):
+        """Z^T Z (float32) for Z (n, k) float32, summed over fixed groups of row panels in group order."""
+
+        def job(panels):
+            def run():
+                total = np.zeros((Z.shape[1], Z.shape[1]), dtype=np.float32)
+                for a, b in panels:
+                    total += Z[a:b].T @ Z[a:b]
+                return total
+            return run
+
+        partials = self._run([job(group) for group in self.groups])
+        out = partials[0]
+        for part in partials[1:]:
+            out += part
+        return out
+
     def hessian(self, P, v):
         """(Phi^T S(Phi v), Phi v) with S the per-sample softmax Jacobian diag(p_j) - p_j p_j^T (float32
         products, float64 result)."""
@@ -474,6 +520,78 @@ class _Products:
         for part in partials:
             out += part
         return out, Fv.astype(np.float64)
+
+
+class _Deflation:
+    """Preconditioner of the Newton system H = Phi^T S Phi + c I (primal, per class blocks coupled by S):
+    exact on a sketched top subspace of the features, c I on its complement.
+
+    MFLD's Grams are numerically low-rank against the ridge (on digits, 36 of 1347 eigenvalues of K exceed
+    c), so the few directions where H is far from c I are those of Phi's top right singular vectors. With V
+    (m, r) an orthonormal basis of a randomised range sketch of Phi^T (fixed Gaussian test matrix, so V is a
+    function of Phi alone and the solve of a resumed run replays bit for bit),
+
+        M^{-1} v = V B^{-1} V^T v + (v - V V^T v) / c,    B = (Phi V)^T S (Phi V) + c I  (r T x r T),
+
+    whose class coupling -p p^T matters: without it (per-class blocks) CG needed 5x more iterations.
+    B is built once per solve from the start's probabilities; it only steers CG, so its products are
+    single precision. Measured on digits at step 60 of a run (r = 48): 3 Newton and 7 CG iterations against
+    6 and 31 without it.
+    """
+
+    def __init__(self, products, P, c, rank):
+        n, m = products.Phi.shape
+        T = P.shape[1]
+        self.c, self.T, self.r = c, T, rank
+        sketch = products.forward32(_test_matrix(m, rank))                      # Phi Omega (n, r)
+        self.V = np.linalg.qr(products.backward32(sketch).astype(np.float64))[0]  # range of Phi^T Phi Omega
+        self.U = products.forward32(self.V.astype(np.float32))                  # Phi V (n, r)
+        self.products = products
+        self.update(P)
+
+    def update(self, P):
+        """Rebuild B for the probabilities P (n, T); the subspace stays."""
+        U, T, rank = self.U, self.T, self.r
+        P32 = P.astype(np.float32)
+        Z = (P32[:, :, None] * U[:, None, :]).reshape(U.shape[0], T * rank)    # column k r + i: p_k u_i
+        B = -self.products.gram32(Z).astype(np.float64)
+        for k in range(T):
+            block = slice(k * rank, (k + 1) * rank)
+            B[block, block] += (U.T @ (U * P32[:, [k]])).astype(np.float64)
+        B[np.diag_indices_from(B)] += self.c
+        self.factor = scipy.linalg.cho_factor(B, lower=True, check_finite=False)
+        if not np.all(np.isfinite(self.factor[0])) or not np.all(np.diag(self.factor[0]) > 0):
+            raise np.linalg.LinAlgError("the deflated block is not positive definite")
+
+    def apply(self, v):
+        """M^{-1} v for v (m, T)."""
+        coords = self.V.T @ v                                                    # (r, T)
+        solved = scipy.linalg.cho_solve(self.factor, coords.T.reshape(-1), check_finite=False)
+        return self.V @ solved.reshape(self.T, self.r).T + (v - self.V @ coords) / self.c
+
+
+def _deflation(products, P, c):
+    """The preconditioner for this system, or None (too few features, or T too large for the block)."""
+    n, m = products.Phi.shape
+    rank = min(_DEFLATION_RANK, n, m, _DEFLATION_MAX_DIM // P.shape[1])
+    if rank < _DEFLATION_MIN_RANK:
+        return None
+    try:
+        return _Deflation(products, P, c, rank)
+    except (np.linalg.LinAlgError, ValueError):  # rounding made B indefinite: plain CG is still exact
+        return None
+
+
+_TEST_MATRICES = {}
+
+
+def _test_matrix(m, r):
+    """The fixed Gaussian sketching matrix (m, r), float32 (cached: the same bits for every call)."""
+    key = (m, r)
+    if key not in _TEST_MATRICES:
+        _TEST_MATRICES.clear()
+        _TEST_MATRICES[key] = np.random.default_rng(20240721).standard_normal((m, r)).astype(np.float32)
+    return _TEST_MATRICES[key]
 
 
 def _softmax(F):
@@ -564,7 +682,10 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
 
     Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration one
     fused pass over Phi), an inexact-Newton forcing term and a backtracking line search: it converges from
-    any start; warm-started along an MFLD run it takes a few Newton iterations per step.
+    any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
+    preconditioned by the exact inverse Hessian on a randomised sketch of Phi's top right singular subspace
+    (at most 48 directions per class; ridge on the rest), which suits MFLD's Grams: few of their eigenvalues
+    exceed the ridge. The sketch uses a fixed test matrix, so the result is a function of the inputs.
 
     Parameters
     ----------
@@ -667,29 +788,42 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
             fail("the residual is not finite" if not math.isfinite(residual)
                  else f"not converged after {iterations} iterations", iterations, residual)
         # Hessian of the primal objective: v -> Phi^T S(Phi v) + c v, S the per-sample softmax Jacobian
-        # diag(p) - p p^T. Conjugate gradients from 0 with the inexact-Newton forcing term
-        # min(0.5, sqrt|g|) |g| (superlinear near the optimum).
+        # diag(p) - p p^T. Conjugate gradients from 0, preconditioned by _Deflation (built at the first
+        # Newton iteration), with the inexact-Newton forcing term min(_FORCING, sqrt|g|) |g| (superlinear
+        # near the optimum).
         g_norm = math.sqrt(float(np.sum(g * g)))
-        target = min(_FORCING, math.sqrt(g_norm)) * g_norm
+        target = min(_FORCING, g_norm ** _FORCING_POWER) * g_norm
+        if iterations == 0:
+            preconditioner = _deflation(products, P, c)
+        elif preconditioner is not None and last_cg > _DEFLATION_REBUILD_CG:
+            try:  # the probabilities moved since B was built (a far start): rebuild it for these
+                preconditioner.update(P)
+            except (np.linalg.LinAlgError, ValueError):
+                preconditioner = None
+        last_cg = cg_total
+        precondition = (lambda v: v.copy()) if preconditioner is None else preconditioner.apply
         step = np.zeros_like(beta)
         F_step = np.zeros_like(F)                     # Phi @ step, accumulated
         r = -g
-        p = r.copy()
-        rr = g_norm * g_norm
+        z = precondition(r)
+        p = z.copy()
+        rz = float(np.sum(r * z))
         for _ in range(max_cg_iter):
             q, Fp = products.hessian(P, p)
             q += c * p
-            alpha = rr / float(np.sum(p * q))
+            alpha = rz / float(np.sum(p * q))
             step += alpha * p
             F_step += alpha * Fp
             r -= alpha * q
             cg_total += 1
-            rr_new = float(np.sum(r * r))
-            if math.sqrt(rr_new) <= target:
+            if math.sqrt(float(np.sum(r * r))) <= target:
                 break
-            p *= rr_new / rr
-            p += r
-            rr = rr_new
+            z = precondition(r)
+            rz_new = float(np.sum(r * z))
+            p *= rz_new / rz
+            p += z
+            rz = rz_new
+        last_cg = cg_total - last_cg  # this Newton iteration's CG iterations
         # Backtracking (Armijo) on the primal objective sum_j CE + (c/2)|beta|^2; its slope along the
         # step is -g^T H^{-1} g < 0 up to the CG error, which the slack of 8 eps |objective| absorbs.
         current = _cross_entropy_sum(F, Y) + 0.5 * c * float(np.sum(beta * beta))
