@@ -250,8 +250,8 @@ def test_bad_comm_is_a_type_error(problem):
 # sums over particles are reduced across the ranks, the fitted state of a shard, rank 0's log lines).
 LOOP_METHODS = ("_run_training", "_initialise", "_train", "_advance", "_log", "_record", "_call_back", "_diverge",
                 "_restore", "_settle", "_diagnostics", "_finish_diagnostics", "_engine_at", "_divergence_hint")
-SHARD_HOOKS = {"_initial_particles", "_new_engine", "_set_second_layer", "_particles_attribute", "_progress_bar",
-               "_log_line"}
+SHARD_HOOKS = {"_initial_particles", "_new_engine", "_set_second_layer", "_particles_attribute", "_coef_attribute",
+               "_progress_bar", "_log_line"}
 
 
 def _overridden(cls, base):

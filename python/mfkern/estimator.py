@@ -294,9 +294,10 @@ class MeanFieldBase(BaseEstimator):
     engine), ``_diagnostics`` (the history entry, dual coefficients and second-layer weights at given
     particles), ``_set_second_layer`` and the text hooks ``_log_line``, ``_postfix`` and ``_divergence_hint``;
     and ``fit``, which validates its data and calls ``_run_training``. Where the particles live is the
-    subclass's too: ``_initial_particles`` draws this process's rows, ``_particles_attribute`` names the
-    attribute holding them, ``TrainingRun.shards`` (see :class:`OneProcess`) connects the processes and, for
-    the regressor's engine strategy, ``_new_engine`` builds the engine (sharded under MPI).
+    subclass's too: ``_initial_particles`` draws this process's rows, ``_particles_attribute`` and
+    ``_coef_attribute`` name the attributes holding them and their second-layer weights,
+    ``TrainingRun.shards`` (see :class:`OneProcess`) connects the processes and, for the regressor's engine
+    strategy, ``_new_engine`` builds the engine (sharded under MPI).
     ``_history_keys`` names the history columns and ``_checkpoint_format`` the checkpoint format (see
     :mod:`mfkern.checkpoint`).
     """
@@ -305,6 +306,8 @@ class MeanFieldBase(BaseEstimator):
     _checkpoint_format = "mfkern.MeanFieldRegressor"
     #: The fitted attribute that holds the particles this process trains.
     _particles_attribute = "particles_"
+    #: The fitted attribute that holds the second-layer weights of those particles.
+    _coef_attribute = "coef_"
 
     @property
     def _particles(self):
@@ -1075,7 +1078,7 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         if run.one_d:
             A, coef = A[:, 0], coef[:, 0]
         self.dual_coef_ = A
-        self.coef_ = coef
+        setattr(self, self._coef_attribute, coef)
         self.n_outputs_ = run.Y.shape[1]
         self._y_one_d = run.one_d
 

@@ -27,8 +27,10 @@ import json
 import time
 
 from .. import runner
+from ._system import advance_ensemble
 
-__all__ = ["BACKENDS", "check_backend", "execute_runs", "cpu_total", "thread_map", "step_bar"]
+__all__ = ["BACKENDS", "advance_and_record", "check_backend", "execute_runs", "cpu_total", "thread_map",
+           "step_bar"]
 
 BACKENDS = ("ensemble", "engine", "core_loop")
 #: Most runs advanced by one ensemble call between cache writes: enough to keep a few threads busy, few
@@ -51,6 +53,22 @@ def step_bar(total, desc, enabled):
     except ImportError:  # tqdm is optional
         return None
     return tqdm(total=total, desc=desc, leave=False)
+
+
+def advance_and_record(systems, recorders, stops, *, n_threads, desc, progress):
+    """Advance `systems` as one ensemble to each step of `stops` in turn (:func:`advance_ensemble`) and call
+    ``recorder.record(step)`` for every recorder there (through :func:`thread_map`), with a progress bar over
+    the steps. The systems must all be at the same step."""
+    bar = step_bar(stops[-1], desc, progress)
+    try:
+        for step in stops:
+            advance_ensemble(systems, step - systems[0].step, n_threads=n_threads)
+            thread_map(lambda recorder: recorder.record(step), recorders, n_threads)  # noqa: B023  (used at once)
+            if bar is not None:
+                bar.update(step - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def thread_map(function, items, n_threads):

@@ -11,8 +11,8 @@ from .._validation import integer
 from ._config import (PURPOSE_PARTICLE, PURPOSE_REFERENCE, DiscretizationConfig, checked_config, initial_particles,
                       report_times)
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
-from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
-from ._system import advance, advance_ensemble, drift_curvature, make_system
+from ._ensemble import advance_and_record, check_backend, cpu_total, execute_runs
+from ._system import advance, drift_curvature, make_system
 from .exact import erf_kernel, ou_stationary_variance, ou_variance_at_step
 from .stats import stationarity
 
@@ -131,17 +131,8 @@ def particle_runs(specs, n_threads=1, *, progress=False, desc="particle runs"):
     schedule = runs[0].schedule
     if any(run.schedule != schedule for run in runs):
         raise ValueError("an ensemble of particle runs needs one configuration (one schedule of recorded steps)")
-    systems = [run.system for run in runs]
-    bar = step_bar(schedule[-1], desc, progress)
-    try:
-        for step in schedule:
-            advance_ensemble(systems, step - systems[0].step, n_threads=n_threads)
-            thread_map(lambda run: run.record(step), runs, n_threads)  # noqa: B023  (used at once)
-            if bar is not None:
-                bar.update(step - bar.n)
-    finally:
-        if bar is not None:
-            bar.close()
+    advance_and_record([run.system for run in runs], runs, schedule, n_threads=n_threads, desc=desc,
+                       progress=progress)
     results = [None] * len(specs)
     for i, run in zip(order, runs):
         results[i] = run.result()

@@ -20,7 +20,7 @@ from .. import core, runner
 from .._validation import integer, positive
 from ._config import PURPOSE_TIME, DiscretizationConfig, checked_config, initial_particles, report_times
 from ._result import CACHE_NAME, CACHE_VERSION, ErrorSweep, check_replicates, summarize
-from ._ensemble import check_backend, cpu_total, execute_runs, step_bar, thread_map
+from ._ensemble import advance_and_record, check_backend, cpu_total, execute_runs, thread_map
 from ._system import advance, advance_ensemble, drift_curvature, make_system
 from .exact import ou_stationary_variance, ou_variance_at_step
 from .stats import fit_loglog, stationarity
@@ -227,17 +227,8 @@ def time_runs(specs, n_threads=1, *, progress=False, desc="time runs"):
     stops = references[0].stops
     if any(reference.stops != stops for reference in references):
         raise ValueError("an ensemble of time runs needs one sweep (the same checkpoints for every replicate)")
-    systems = [reference.system for reference in references]
-    bar = step_bar(stops[-1], desc, progress)
-    try:
-        for j in stops:
-            advance_ensemble(systems, j - systems[0].step, n_threads=n_threads)
-            thread_map(lambda reference: reference.record(j), references, n_threads)  # noqa: B023  (used at once)
-            if bar is not None:
-                bar.update(j - bar.n)
-    finally:
-        if bar is not None:
-            bar.close()
+    advance_and_record([reference.system for reference in references], references, stops, n_threads=n_threads,
+                       desc=desc, progress=progress)
 
     def coarse(index):
         spec, (cfg, X, Y, ratios, checkpoints), reference = specs[index], setups[index], references[index]

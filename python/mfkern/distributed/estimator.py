@@ -110,6 +110,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
         self.comm = comm
 
     _particles_attribute = "local_particles_"  # there is no particles_ (see Notes)
+    _coef_attribute = "local_coef_"
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -227,12 +228,7 @@ log_every, verbose, warm_start, callbacks, block_size, solver, precision
 
     def _set_second_layer(self, A, coef, run):
         """dual_coef_ (the same on every rank), this rank's local_coef_ and its place in the shard layout."""
-        if run.one_d:
-            A, coef = A[:, 0], coef[:, 0]
-        self.dual_coef_ = A
-        self.local_coef_ = coef
-        self.n_outputs_ = run.Y.shape[1]
-        self._y_one_d = run.one_d
+        super()._set_second_layer(A, coef, run)
         self.particle_counts_ = run.shards.counts
         self.particle_range_ = (run.shards.first_index, run.shards.first_index + coef.shape[0])
 
