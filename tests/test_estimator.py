@@ -487,6 +487,30 @@ def test_failure_inside_a_step_rolls_back_to_the_last_solvable_particles(rng, mo
     np.testing.assert_allclose(est.predict(X), reference.predict(X), rtol=1e-12)
 
 
+def test_an_unsolvable_logged_step_names_the_next_step_as_inside_a_chunk(rng, monkeypatch):
+    """The second layer at the particles after 8 steps (a logged step) cannot be solved: the step that fails
+    is step 9, the number a failure of that solve inside a chunk gives too (test above: step 8 for the
+    particles after 7 steps)."""
+    X, y = product_task(rng, 30, 3)
+    real_diagnostics = Engine.diagnostics
+
+    def diagnostics_failing_after_8_steps(self):
+        if self.step == 8:
+            raise core.NotPositiveDefiniteError("K + ridge I is not positive definite (simulated)")
+        return real_diagnostics(self)
+
+    monkeypatch.setattr(Engine, "diagnostics", diagnostics_failing_after_8_steps)
+    est = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 20})
+    with pytest.raises(DivergenceError, match="at step 9") as info:
+        est.fit(X, y)
+    # left at the last logged step, consistent: particles, second layer and history of step 4
+    assert info.value.step == 9 and info.value.n_steps_done == est.n_steps_done_ == 4
+    assert est.history_["step"] == [0, 4]
+    monkeypatch.setattr(Engine, "diagnostics", real_diagnostics)
+    reference = MeanFieldRegressor(random_state=0, **{**SMALL, "n_steps": 4}).fit(X, y)
+    np.testing.assert_array_equal(est.particles_, reference.particles_)
+
+
 def test_tiny_ridge_fails_cholesky_with_a_hint_and_keeps_the_previous_fit(rng):
     X, y = product_task(rng, 40, 3)
     est = MeanFieldRegressor(random_state=0, **{**SMALL, "n_particles": 10}).fit(X, y)  # N < n: K is singular

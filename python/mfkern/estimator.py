@@ -101,7 +101,10 @@ class DivergenceError(RuntimeError, FloatingPointError):
     Attributes
     ----------
     step : int
-        Number (1-based) of the Langevin step that failed; 0 when the initial particles already failed.
+        Number (1-based) of the Langevin step that failed: the one whose second layer could not be solved at
+        the particles it starts from, or whose new particles are not finite (so an unsolvable second layer
+        at the particles after t steps is step t + 1, at a logged step or not); 0 when the initial particles
+        of a fresh fit already failed.
     n_steps_done : int or None
         The step the estimator was left at (None when no good state exists).
     cause : str
@@ -556,8 +559,8 @@ class MeanFieldBase(BaseEstimator):
         """Diagnostics at the current particles, recorded to the history; sets the second layer."""
         try:
             diag, A, coef = self._diagnostics(self._particles, self.n_steps_done_, run)
-        except DivergenceError as exc:
-            self._diverge(run, good, exc.step, exc.cause, exc.__cause__)
+        except DivergenceError as exc:  # the next step cannot take its second layer: it is the one that failed
+            self._diverge(run, good, self.n_steps_done_ + 1, exc.cause, exc.__cause__)
         self._set_second_layer(A, coef, run)
         self._record(diag, run)
         return diag
