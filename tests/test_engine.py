@@ -290,7 +290,7 @@ def test_gram_and_step_given_dual_replay_the_stateless_api(rng):
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
-def test_features_are_the_stateless_features_divided_and_stay_stored_for_the_step(rng, precision):
+def test_features_are_the_stateless_features_divided_and_the_step_goes_on_from_them(rng, precision):
     X, _, W = task(rng, 70, 4, 90)
     Y = np.sign(X[:, :1])
     engine = make(X, Y, W, "dense", precision=precision, lam=0.01, lam_a=0.5, lam_w=0.5, eta=0.1)
@@ -311,6 +311,10 @@ def test_features_are_the_stateless_features_divided_and_stay_stored_for_the_ste
         engine.features(divide_by=0.0)
     with pytest.raises(ValueError, match="woodbury"):
         make(X, Y, W[:20], "woodbury").features()
+    sharded = make(X, Y, W, "dense")
+    sharded.shard(lambda buffer: None, total_particles=180)
+    with pytest.raises(ValueError, match="shard"):  # one shard holds only its particles' columns
+        sharded.features()
 
 
 def test_an_ensemble_advances_each_engine_as_run_would(rng):

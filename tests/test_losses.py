@@ -394,6 +394,48 @@ def test_deflation_preconditioner_is_the_exact_inverse_hessian_when_it_spans_the
     np.testing.assert_allclose(preconditioner.apply(v), exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
 
 
+def test_deflation_preconditioner_is_exact_on_its_subspace_and_the_ridge_off_it(rng):
+    """With fewer sketched directions than features: M^{-1} = V (V^T H V)^{-1} V^T + (I - V V^T) / c, written
+    out in numpy from the preconditioner's own orthonormal basis V (m, r) and the Hessian H of
+    softmax_hessian; the basis spans Phi's top right singular directions."""
+    n, N, T, ridge, rank = 120, 30, 3, 0.2, 10
+    X, W, Y, _ = one_hot_problem(rng, n, N, T=T)
+    Phi = numpy_features(W, X) / np.sqrt(N)
+    F = Phi @ rng.standard_normal((N, T))
+    P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+    preconditioner = losses._Deflation(losses._Products(Phi, 1), P, ridge, rank=rank)
+    V = preconditioner.V
+    np.testing.assert_allclose(V.T @ V, np.eye(rank), atol=1e-12)
+    # V is close to the top right singular subspace: it captures most of Phi's energy
+    top = np.linalg.svd(Phi, full_matrices=False)[2][:rank].T
+    assert np.linalg.norm(Phi @ V) ** 2 > 0.9 * np.linalg.norm(Phi @ top) ** 2
+    H = softmax_hessian(Phi, F, 1.0) + ridge * np.eye(N * T)   # flattened row-major (N, T)
+    blocks = np.kron(V, np.eye(T))                              # V acting on each class: (N T, r T)
+    expected_matrix = (blocks @ np.linalg.solve(blocks.T @ H @ blocks, blocks.T)
+                       + (np.eye(N * T) - blocks @ blocks.T) / ridge)
+    v = rng.standard_normal((N, T))
+    expected = (expected_matrix @ v.reshape(-1)).reshape(N, T)
+    np.testing.assert_allclose(preconditioner.apply(v), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_deflation_is_skipped_when_too_small_or_indefinite_and_exact_when_it_covers_every_feature(rng, monkeypatch):
+    n, T = 60, 3
+    X, W, Y, _ = one_hot_problem(rng, n, 5, T=T)
+    P = np.full((n, T), 1.0 / T)
+    few = losses._Products(numpy_features(W, X) / np.sqrt(5), 1)
+    preconditioner = losses._deflation(few, P, 0.1)           # m = 5 < 8 features: all of them, exactly
+    assert preconditioner is not None and preconditioner.r == 5
+    X, W, Y, _ = one_hot_problem(rng, n, 40, T=T)
+    many = losses._Products(numpy_features(W, X) / np.sqrt(40), 1)
+    assert losses._deflation(many, np.full((n, 400), 1.0 / 400), 0.1) is None  # 1024 // 400 = 2 < 8 of 40
+    assert losses._deflation(many, P, -1.0) is None           # an indefinite B: plain CG instead
+    # and a solve whose preconditioner cannot be built is still exact
+    monkeypatch.setattr(losses, "_DEFLATION_MIN_RANK", 10**6)
+    monkeypatch.setattr(losses, "_DEFLATION_RANK", 3)
+    solution = solve_multinomial_second_layer(many.Phi, Y, ridge=0.1, tol=1e-10)
+    assert solution.residual <= 1e-10
+
+
 def test_deflation_cuts_the_conjugate_gradient_iterations_not_the_answer(rng, monkeypatch):
     """On features whose Gram is numerically low-rank against the ridge (MFLD's case), the preconditioned
     Newton-CG needs fewer Hessian products and finds the same optimum as plain CG."""

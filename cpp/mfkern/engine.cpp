@@ -526,24 +526,21 @@ void Engine::features(double* h_rows, double divisor) {
     if (reduce_) throw std::invalid_argument("features() holds one shard's columns only: not on a sharded engine");
     auto& s = *impl_;
     fill_features();
-    // A blocked transpose of the cache (column i: particle i) into rows (row j: sample j).
+    // A blocked transpose of the cache (column i: particle i) into rows (row j: sample j): each thread
+    // writes whole rows, reading the particles' columns a block of rows at a time.
     const long n = n_, N = N_, block = 64, row_blocks = (n + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(opt_.n_threads)
-    for (long rb = 0; rb < row_blocks; ++rb) {
-        const long j0 = rb * block, j1 = std::min(n, j0 + block);
-        for (long i0 = 0; i0 < N; i0 += block) {
-            const long i1 = std::min(N, i0 + block);
-            for (long i = i0; i < i1; ++i) {
-                if (opt_.single_precision) {
-                    const float* h = s.cache_f.h(i);
-                    for (long j = j0; j < j1; ++j) h_rows[j * N + i] = static_cast<double>(h[j]) / divisor;
-                } else {
-                    const double* h = s.cache_d.h(i);
-                    for (long j = j0; j < j1; ++j) h_rows[j * N + i] = h[j] / divisor;
-                }
+    auto transpose = [&](auto column) {
+#pragma omp parallel for schedule(static) num_threads(opt_.n_threads) if (row_blocks > 1)
+        for (long rb = 0; rb < row_blocks; ++rb) {
+            const long j0 = rb * block, j1 = std::min(n, j0 + block);
+            for (long i = 0; i < N; ++i) {
+                const auto* h = column(i);
+                for (long j = j0; j < j1; ++j) h_rows[j * N + i] = static_cast<double>(h[j]) / divisor;
             }
         }
-    }
+    };
+    if (opt_.single_precision) transpose([&](long i) { return s.cache_f.h(i); });
+    else transpose([&](long i) { return s.cache_d.h(i); });
 }
 
 RunStatus Engine::step_given_dual(const double* a_cols, const double* b_cols) {

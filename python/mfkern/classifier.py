@@ -445,13 +445,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         return diag, A, coef
 
     def _set_second_layer(self, A, coef, run):
-        """dual_coef_ and coef_ from the dual coefficients A (n, T) and second-layer weights (N, T)."""
-        if run.one_d:
-            A, coef = A[:, 0], coef[:, 0]
-        self.dual_coef_ = A
-        self.coef_ = coef
+        """The base's second layer, the classes and the loss."""
+        super()._set_second_layer(A, coef, run)
         self.classes_ = run.classes
-        self._y_one_d = run.one_d
         self._multinomial = run.multinomial
 
     def _divergence_hint(self, run, cause):

@@ -103,8 +103,9 @@ class DivergenceError(RuntimeError, FloatingPointError):
     step : int
         Number (1-based) of the Langevin step that failed: the one whose second layer could not be solved at
         the particles it starts from, or whose new particles are not finite (so an unsolvable second layer
-        at the particles after t steps is step t + 1, at a logged step or not); 0 when the initial particles
-        of a fresh fit already failed.
+        at the particles after t steps is step t + 1, at a logged step or not, also the last one of a fit,
+        where step t + 1 is the step that could not be taken); 0 when the initial particles of a fresh fit
+        already failed.
     n_steps_done : int or None
         The step the estimator was left at (None when no good state exists).
     cause : str
@@ -593,6 +594,15 @@ class MeanFieldBase(BaseEstimator):
             return None
         return tqdm(total=run.n_steps, desc="MFLD", unit="step", file=sys.stderr)
 
+    def _set_second_layer(self, A, coef, run):
+        """dual_coef_ and the weights attribute (``_coef_attribute``) from the dual coefficients A (n, T) and
+        second-layer weights (N, T), one-dimensional when the targets were."""
+        if run.one_d:
+            A, coef = A[:, 0], coef[:, 0]
+        self.dual_coef_ = A
+        setattr(self, self._coef_attribute, coef)
+        self._y_one_d = run.one_d
+
     def _divergence_hint(self, run, cause):
         """A hint for the DivergenceError message, from the cause."""
         if "positive definite" in cause:
@@ -1077,13 +1087,9 @@ class MeanFieldRegressor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Regr
         return diag, A, coef
 
     def _set_second_layer(self, A, coef, run):
-        """dual_coef_ and coef_ from the dual coefficients A (n, T) and second-layer weights (N, T)."""
-        if run.one_d:
-            A, coef = A[:, 0], coef[:, 0]
-        self.dual_coef_ = A
-        setattr(self, self._coef_attribute, coef)
+        """The base's second layer, and n_outputs_."""
+        super()._set_second_layer(A, coef, run)
         self.n_outputs_ = run.Y.shape[1]
-        self._y_one_d = run.one_d
 
     def _postfix(self, diag):
         return dict(G=f"{diag['G']:.4g}", dof=f"{diag['dof']:.1f}", mse=f"{diag['train_mse']:.3g}")

@@ -388,14 +388,14 @@ _PANEL_ROWS = 256
 # T = 10, N = 2000, warm starts along MFLD): 0.5 took 7.1 Newton and 45 CG iterations per step, 0.1 took 5.3
 # and 42, 0.01 took 4.0 and 46 (tol 1e-8).
 _FORCING = 0.1
-_FORCING_POWER = 1.0
 # The Newton system is preconditioned by its exact inverse on a sketched top subspace of the features (see
 # _Deflation). Its dimension is rank x T, capped so that building it stays a small part of a step.
 _DEFLATION_RANK = 48
 _DEFLATION_MAX_DIM = 1024
 _DEFLATION_MIN_RANK = 8
 # B is built from the probabilities of the first Newton iteration; it is rebuilt at a later one when the
-# previous one needed more CG iterations than this (the probabilities moved: a far start).
+# previous one needed more CG iterations than this (measured: from a cold start the probabilities move far
+# and rebuilding cut CG iterations 2-4x; along an MFLD run the solves rarely need it).
 _DEFLATION_REBUILD_CG = 4
 
 
@@ -534,9 +534,12 @@ class _Deflation:
         M^{-1} v = V B^{-1} V^T v + (v - V V^T v) / c,    B = (Phi V)^T S (Phi V) + c I  (r T x r T),
 
     whose class coupling -p p^T matters: without it (per-class blocks) CG needed 5x more iterations.
-    B is built once per solve from the start's probabilities; it only steers CG, so its products are
-    single precision. Measured on digits at step 60 of a run (r = 48): 3 Newton and 7 CG iterations against
-    6 and 31 without it.
+    B is built from the probabilities of the first Newton iteration and rebuilt at a later one that follows
+    an iteration with many CG iterations (_DEFLATION_REBUILD_CG); it only steers CG, so its products are
+    single precision. Measured on digits at step 60 of a run (r = 48): 4 Newton and 8 CG iterations against
+    5 and 41 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
+    the preconditioner can slow CG down: a Newton iteration whose CG reaches max_cg_iter drops it for the
+    rest of the solve.
     """
 
     def __init__(self, products, P, c, rank):
@@ -571,10 +574,11 @@ class _Deflation:
 
 
 def _deflation(products, P, c):
-    """The preconditioner for this system, or None (too few features, or T too large for the block)."""
+    """The preconditioner for this system, or None: rank min(48, n, m, 1024 // T), none when that is below 8
+    unless it covers all m features (then it is the exact inverse Hessian at P)."""
     n, m = products.Phi.shape
     rank = min(_DEFLATION_RANK, n, m, _DEFLATION_MAX_DIM // P.shape[1])
-    if rank < _DEFLATION_MIN_RANK:
+    if rank < _DEFLATION_MIN_RANK and rank < m:
         return None
     try:
         return _Deflation(products, P, c, rank)
@@ -588,10 +592,12 @@ _TEST_MATRICES = {}
 def _test_matrix(m, r):
     """The fixed Gaussian sketching matrix (m, r), float32 (cached: the same bits for every call)."""
     key = (m, r)
-    if key not in _TEST_MATRICES:
+    matrix = _TEST_MATRICES.get(key)
+    if matrix is None:  # built into a local: another thread may clear the cache meanwhile
+        matrix = np.random.default_rng(20240721).standard_normal((m, r)).astype(np.float32)
         _TEST_MATRICES.clear()
-        _TEST_MATRICES[key] = np.random.default_rng(20240721).standard_normal((m, r)).astype(np.float32)
-    return _TEST_MATRICES[key]
+        _TEST_MATRICES[key] = matrix
+    return matrix
 
 
 def _softmax(F):
@@ -684,8 +690,9 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     fused pass over Phi), an inexact-Newton forcing term and a backtracking line search: it converges from
     any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
     preconditioned by the exact inverse Hessian on a randomised sketch of Phi's top right singular subspace
-    (at most 48 directions per class; ridge on the rest), which suits MFLD's Grams: few of their eigenvalues
-    exceed the ridge. The sketch uses a fixed test matrix, so the result is a function of the inputs.
+    (min(48, n, m, 1024 // T) directions per class, none below 8 unless that covers every feature; the ridge
+    on the rest), which suits MFLD's Grams: few of their eigenvalues exceed the ridge. The sketch uses a fixed
+    test matrix, so the result is a function of the inputs.
 
     Parameters
     ----------
@@ -792,7 +799,7 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
         # Newton iteration), with the inexact-Newton forcing term min(_FORCING, sqrt|g|) |g| (superlinear
         # near the optimum).
         g_norm = math.sqrt(float(np.sum(g * g)))
-        target = min(_FORCING, g_norm ** _FORCING_POWER) * g_norm
+        target = min(_FORCING, math.sqrt(g_norm)) * g_norm
         if iterations == 0:
             preconditioner = _deflation(products, P, c)
         elif preconditioner is not None and last_cg > _DEFLATION_REBUILD_CG:
@@ -824,6 +831,8 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
             p += z
             rz = rz_new
         last_cg = cg_total - last_cg  # this Newton iteration's CG iterations
+        if last_cg >= max_cg_iter and preconditioner is not None:
+            preconditioner = None  # it did not help this system (see _Deflation): plain CG from here on
         # Backtracking (Armijo) on the primal objective sum_j CE + (c/2)|beta|^2; its slope along the
         # step is -g^T H^{-1} g < 0 up to the CG error, which the slack of 8 eps |objective| absorbs.
         current = _cross_entropy_sum(F, Y) + 0.5 * c * float(np.sum(beta * beta))
