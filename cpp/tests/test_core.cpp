@@ -314,6 +314,14 @@ void engine_checks() {
         ynorm += y[r] * y[r];
     }
     check(std::sqrt(res / ynorm) < 2e-10, "engine: cg dual residual below tol", std::sqrt(res / ynorm));
+    // The engine's stored features, divided, row-major: the stateless features' bits.
+    std::vector<double> h_engine(n * N), h_direct(n * N);
+    dense->features(h_engine.data(), std::sqrt(double(N)));
+    const Particles pd{dense->particles(), N, d + 1};
+    features(pd, xi, Activation::Tanh, h_direct.data(), 1);
+    bool same_features = true;
+    for (long i = 0; i < n * N; ++i) same_features = same_features && h_engine[i] == h_direct[i] / std::sqrt(double(N));
+    check(same_features, "engine: features() equals features() / sqrt(N) bitwise", 0.0);
     auto wild = make(SecondLayer::Dense, 1e150);
     const RunResult r = wild->run(50);
     bool finite = true;
