@@ -171,6 +171,7 @@ def test_run_experiment_refuses_unknown_names_and_options(tmp_path):
     with pytest.raises(ValueError, match="unknown claim"):
         experiments.experiment_of_claim("nope")
     assert experiments.experiment_of_claim("separation-product-dmax") == ("separation", {"tasks": ("product",)})
+    assert experiments.experiment_of_claim("parity-k3-d16") == ("parity", {"cells": ((3, 16),)})
 
 
 def test_reproduce_with_a_missing_component_exits_2(monkeypatch, capsys):

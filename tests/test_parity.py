@@ -86,6 +86,19 @@ def test_rerun_resumes_from_the_cache(tiny_result):
     assert again["claims"] == result["claims"]
 
 
+def test_one_cell_reuses_the_full_runs_cache_and_gives_its_claim(tmp_path):
+    """What `mfkern reproduce parity-k2-d5` runs: one (k, d) cell of the configuration, every run from the
+    full run's cache, the same verdict and interval as the full run's claim for that cell."""
+    two = ParityConfig(**{**TINY.__dict__, "ds": (4, 5)})
+    full = run_parity(tmp_path, config=two, verbose=False)
+    lines = (tmp_path / "cache" / "parity.jsonl").read_text().count("\n")
+    one = run_parity(tmp_path / "claim", config=two, cells=[(2, 5)], cache_dir=tmp_path / "cache", verbose=False)
+    assert (tmp_path / "cache" / "parity.jsonl").read_text().count("\n") == lines  # nothing rerun
+    assert one["claims"] == [c for c in full["claims"] if c["id"] == "parity-k2-d5"]
+    with pytest.raises(ValueError, match="cells"):
+        run_parity(tmp_path, config=two, cells=[(3, 4)], verbose=False)
+
+
 def test_bad_seeds_are_refused(tmp_path):
     with pytest.raises(ValueError, match="seeds"):
         run_parity(tmp_path, config=TINY, seeds=0, verbose=False)

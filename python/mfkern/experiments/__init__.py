@@ -96,6 +96,9 @@ def experiment_of_claim(claim_id):
         options["tasks"] = (claim_id.split("-")[1],)
     elif name in ("fig1", "fig2"):
         options["settings"] = (claim_id.split("-")[1],)
+    elif name == "parity":  # parity-k<k>-d<d>
+        _, k, d = claim_id.split("-")
+        options["cells"] = ((int(k[1:]), int(d[1:])),)
     return name, options
 
 
