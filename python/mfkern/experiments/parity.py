@@ -246,7 +246,8 @@ def _plot(summary, config, out_dir, S):
             if j == 0:
                 ax.set_ylabel("test accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    # as many legend columns as fit the figure's width (one cell, for one claim, is narrow)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, 2 * len(config.ds)), fontsize=8)
     path = os.path.join(out_dir, "parity.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
