@@ -362,10 +362,10 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise ValueError(f"y_val has labels {list(unknown[:5])} that are not among y's classes {list(classes)}")
         return X_val, np.searchsorted(classes, y_val)
 
-    def _solve_multinomial(self, W, run, step):
-        """The multinomial second layer at particles W (step `step`) from the engine's stored features (no
-        n x n Gram), from run.warm; updates run.warm and the count. Returns (A, f(X) = K A, U)."""
-        H = self._engine_at(run, W, step).features(divide_by=math.sqrt(W.shape[0]))
+    def _solve_multinomial(self, engine, run):
+        """The multinomial second layer at the engine's particles from its stored features (no n x n Gram),
+        from run.warm; updates run.warm and the count. Returns (A, f(X) = K A, U)."""
+        H = engine.features(divide_by=math.sqrt(engine.n_particles))
         solution = solve_multinomial_unchecked(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
                                       _MAX_CG_ITER, run.solver_threads)
         run.warm = solution.A
@@ -396,7 +396,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         engine = self._engine_at(run, W, step)
         try:
             if run.multinomial:
-                A, _, U = self._solve_multinomial(W, run, step)
+                A, _, U = self._solve_multinomial(engine, run)
             else:
                 A, _, U = self._solve(engine.gram(), run)
         except NewtonConvergenceError as exc:
@@ -415,9 +415,10 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def _diagnostics(self, W, step, run):
         """The history entry at particles W, the dual coefficients A (n, T) and the second-layer weights (N, T)."""
         X, Y = run.X, run.Y
-        K = self._engine_at(run, W, step).gram()
+        engine = self._engine_at(run, W, step)
+        K = engine.gram()
         try:
-            A, F, U = self._solve_multinomial(W, run, step) if run.multinomial else self._solve(K, run)
+            A, F, U = self._solve_multinomial(engine, run) if run.multinomial else self._solve(K, run)
         except NewtonConvergenceError as exc:
             raise DivergenceError(str(exc), step=step, n_steps_done=None, cause=str(exc)) from exc
         if not math.isfinite(U):

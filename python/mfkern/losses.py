@@ -439,45 +439,41 @@ class _Products:
             return [job() for job in jobs]
         return [future.result() for future in [self.pool.submit(job) for job in jobs]]
 
-    def forward(self, V):
-        """Phi @ V, shape (n, T)."""
-        out = np.empty((self.Phi.shape[0], V.shape[1]))
+    def _by_rows(self, matrix, V, dtype):
+        """matrix @ V in fixed row panels (matrix is Phi or Phi32), shape (n, k)."""
+        out = np.empty((matrix.shape[0], V.shape[1]), dtype=dtype)
 
         def job(a, b):
-            return lambda: np.matmul(self.Phi[a:b], V, out=out[a:b])
+            return lambda: np.matmul(matrix[a:b], V, out=out[a:b])
 
         self._run([job(a, b) for a, b in self.row_panels])
         return out
+
+    def _by_columns(self, matrix, G, dtype):
+        """matrix^T @ G in fixed column panels (matrix is Phi or Phi32), shape (m, k)."""
+        out = np.empty((matrix.shape[1], G.shape[1]), dtype=dtype)
+
+        def job(a, b):
+            return lambda: np.matmul(matrix[:, a:b].T, G, out=out[a:b])
+
+        self._run([job(a, b) for a, b in self.col_panels])
+        return out
+
+    def forward(self, V):
+        """Phi @ V, shape (n, T)."""
+        return self._by_rows(self.Phi, V, np.float64)
 
     def backward(self, G):
         """Phi^T @ G, shape (m, T)."""
-        out = np.empty((self.Phi.shape[1], G.shape[1]))
-
-        def job(a, b):
-            return lambda: np.matmul(self.Phi[:, a:b].T, G, out=out[a:b])
-
-        self._run([job(a, b) for a, b in self.col_panels])
-        return out
+        return self._by_columns(self.Phi, G, np.float64)
 
     def forward32(self, V):
         """Phi @ V in single precision (V float32), shape (n, k)."""
-        out = np.empty((self.Phi.shape[0], V.shape[1]), dtype=np.float32)
-
-        def job(a, b):
-            return lambda: np.matmul(self.Phi32[a:b], V, out=out[a:b])
-
-        self._run([job(a, b) for a, b in self.row_panels])
-        return out
+        return self._by_rows(self.Phi32, V, np.float32)
 
     def backward32(self, G):
         """Phi^T @ G in single precision (G float32), shape (m, k)."""
-        out = np.empty((self.Phi.shape[1], G.shape[1]), dtype=np.float32)
-
-        def job(a, b):
-            return lambda: np.matmul(self.Phi32[:, a:b].T, G, out=out[a:b])
-
-        self._run([job(a, b) for a, b in self.col_panels])
-        return out
+        return self._by_columns(self.Phi32, G, np.float32)
 
     def gram32(self, Z):
         """Z^T Z (float32) for Z (n, k) float32, summed over fixed groups of row panels in group order."""
