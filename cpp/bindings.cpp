@@ -52,6 +52,32 @@ auto in_core(Body&& body) {
     return body();
 }
 
+// rows_dot(a, x) = (a @ x.T).T and rows_axpy(a, g) = (a.T @ g.T).T for a (rows, cols), x (m, cols), g (m, rows):
+// each vector of x or g is a contiguous row, and so is each output vector. Both float64 or both float32,
+// C-contiguous (nothing is converted).
+template <class T>
+py::array skinny_product(const py::array& a_in, const py::array& v_in, int n_threads, bool transposed) {
+    using Matrix = py::array_t<T, py::array::c_style>;
+    if (!py::isinstance<Matrix>(a_in) || !py::isinstance<Matrix>(v_in))
+        throw std::invalid_argument("a and its vectors must both be C-contiguous float64 or both float32");
+    const Matrix a = py::reinterpret_borrow<Matrix>(a_in), v = py::reinterpret_borrow<Matrix>(v_in);
+    if (a.ndim() != 2 || v.ndim() != 2 || v.shape(1) != (transposed ? a.shape(0) : a.shape(1)))
+        throw std::invalid_argument(transposed ? "rows_axpy: a must be (rows, cols) and g (m, rows)"
+                                               : "rows_dot: a must be (rows, cols) and x (m, cols)");
+    const long rows = a.shape(0), cols = a.shape(1), k = v.shape(0);
+    py::array_t<T> out({k, transposed ? cols : rows});
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    if (transposed) multi_axpy(a.data(), rows, cols, cols, v.data(), rows, k, o, cols, false, n_threads);
+    else multi_dot(a.data(), rows, cols, cols, v.data(), cols, k, o, rows, n_threads);
+    return out;
+}
+
+py::array skinny(const py::array& a, const py::array& v, int n_threads, bool transposed) {
+    if (py::isinstance<py::array_t<float>>(a)) return skinny_product<float>(a, v, n_threads, transposed);
+    return skinny_product<double>(a, v, n_threads, transposed);
+}
+
 // Take BLAS/LAPACK from scipy when it is importable: tuned and CPU-dispatched, with no link-time BLAS.
 bool register_scipy_blas() {
     try {
@@ -101,6 +127,13 @@ PYBIND11_MODULE(_core, m) {
         else register_scipy_blas();
         return !blas::using_external();
     }, "Switch between scipy's BLAS/LAPACK and the Eigen fallback (for tests and benchmarks).");
+
+    // Skinny products for the iterative second-layer solvers (mfkern.losses): both dtypes, no copies.
+    // They touch no BLAS and no shared state, so they run with the GIL released but outside the core's lock.
+    m.def("rows_dot", [](const py::array& a, const py::array& x, int n_threads) { return skinny(a, x, n_threads, false); },
+          py::arg("a"), py::arg("x"), py::arg("n_threads"), "(a @ x.T).T for a (rows, cols) and x (m, cols).");
+    m.def("rows_axpy", [](const py::array& a, const py::array& g, int n_threads) { return skinny(a, g, n_threads, true); },
+          py::arg("a"), py::arg("g"), py::arg("n_threads"), "(a.T @ g.T).T for a (rows, cols) and g (m, rows).");
 
     m.def("features", [](const Array& w, const Array& x, const std::string& act, int n_threads) {
         const Activation a = parse_activation(act);

@@ -379,6 +379,54 @@ def test_multinomial_warm_start_thread_count_and_far_starts(rng):
         solve_multinomial_second_layer(Phi, Y, ridge=ridge, tol=1e-14, max_iter=1)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 203, 7), (300, 90, 10), (5, 1000, 48)])
+def test_feature_products_equal_numpy_and_do_not_depend_on_the_thread_count(rng, shape):
+    """The solver's products (the core's skinny-product loops) against numpy in float64: Phi V, Phi^T G, the
+    float32 versions, the sketch's Gram and the Hessian product Phi^T S(Phi v) with S the per-sample softmax
+    Jacobian written out; sizes with every kind of tail; the same bits for 1 and 3 threads."""
+    n, m, k = shape
+    Phi = rng.standard_normal((n, m))
+    V, G = rng.standard_normal((m, k)), rng.standard_normal((n, k))
+    F = rng.standard_normal((n, k))
+    P = np.exp(F - logsumexp(F, axis=1, keepdims=True))
+    runs = []
+    for threads in (1, 3):
+        products = losses._Products(Phi, threads)
+        try:
+            Z = products.forward32(V)
+            runs.append([products.forward(V), products.backward(G), Z, products.backward32(G), products.gram32(Z),
+                         *products.hessian(P, V)])
+        finally:
+            products.close()
+    for one, three in zip(*runs):
+        np.testing.assert_array_equal(one, three)
+    forward, backward, forward32, backward32, gram32, hessian, Fv = runs[0]
+    np.testing.assert_allclose(forward, Phi @ V, rtol=1e-12, atol=1e-12 * np.abs(Phi @ V).max())
+    np.testing.assert_allclose(backward, Phi.T @ G, rtol=1e-12, atol=1e-12 * np.abs(Phi.T @ G).max())
+    assert forward32.dtype == backward32.dtype == gram32.dtype == np.float32
+    np.testing.assert_allclose(forward32, Phi @ V, rtol=1e-4, atol=1e-5 * np.abs(Phi @ V).max())
+    np.testing.assert_allclose(backward32, Phi.T @ G, rtol=1e-4, atol=1e-5 * np.abs(Phi.T @ G).max())
+    Z = forward32.astype(np.float64)
+    np.testing.assert_allclose(gram32, Z.T @ Z, rtol=1e-4, atol=1e-5 * np.abs(Z.T @ Z).max())
+    Phi_v = Phi @ V
+    S_Phi_v = np.einsum("jab,jb->ja", P[:, :, None] * np.eye(k) - P[:, :, None] * P[:, None, :], Phi_v)
+    np.testing.assert_allclose(Fv, Phi_v, rtol=1e-4, atol=1e-5 * np.abs(Phi_v).max())
+    np.testing.assert_allclose(hessian, Phi.T @ S_Phi_v, rtol=1e-4, atol=1e-5 * np.abs(Phi.T @ S_Phi_v).max())
+
+
+def test_skinny_products_refuse_what_they_cannot_read():
+    """The compiled loops take exactly two C-contiguous matrices of one float dtype and matching sizes."""
+    from mfkern import _core
+
+    a = np.ones((3, 4))
+    for bad in [(a, np.ones((2, 4), np.float32)), (a, np.ones((2, 5))), (np.asfortranarray(np.ones((3, 4))), a[:2]),
+                (np.ones(4), np.ones((2, 4)))]:
+        with pytest.raises(ValueError, match="rows_dot|C-contiguous"):
+            _core.rows_dot(*bad, 1)
+    with pytest.raises(ValueError, match="rows_axpy"):
+        _core.rows_axpy(a, np.ones((2, 4)), 1)
+
+
 def test_deflation_preconditioner_is_the_exact_inverse_hessian_when_it_spans_the_features(rng):
     """With as many sketched directions as features, the preconditioner is (Hessian + ridge I)^{-1} at the
     probabilities it was built from, checked against the Hessian written out in numpy (softmax_hessian)."""

@@ -9,6 +9,7 @@
 #include "mfkern/drift.hpp"
 #include "mfkern/gram.hpp"
 #include "mfkern/rng.hpp"
+#include "mfkern/skinny.hpp"
 #include "mfkern/solve.hpp"
 #include "mfkern/woodbury.hpp"
 
@@ -196,9 +197,12 @@ void kernel_product(const double* h, const Work& w, double ridge, const double* 
         std::fill(pg, pg + n * m, 0.0);
         for (long t = g; t < tiles; t += groups) {
             const long k0 = t * tile, len = std::min(tile, N - k0);
-            for (long i = 0; i < m; ++i) {
-                blas::gemv(true, n, len, 1.0, h + k0 * n, n, v + i * n, 0.0, u + i * N + k0);
-                blas::gemv(false, n, len, 1.0, h + k0 * n, n, u + i * N + k0, 1.0, pg + i * n);
+            if (m == 1) {
+                blas::gemv(true, n, len, 1.0, h + k0 * n, n, v, 0.0, u + k0);
+                blas::gemv(false, n, len, 1.0, h + k0 * n, n, u + k0, 1.0, pg);
+            } else {  // several columns (tasks, label noise): each pass over the tile serves all of them
+                multi_dot(h + k0 * n, len, n, n, v, n, m, u + k0, N, 1);
+                multi_axpy(h + k0 * n, len, n, n, u + k0, N, m, pg, n, true, 1);
             }
         }
     }
@@ -214,7 +218,8 @@ void preconditioner_product(const double* pinv, const Work& w, const double* v, 
 #pragma omp parallel for schedule(static) num_threads(w.threads)
     for (long t = 0; t < rtiles; ++t) {
         const long r0 = t * kRowTile, len = std::min(kRowTile, n - r0);
-        for (long i = 0; i < m; ++i) blas::gemv(false, len, n, 1.0, pinv + r0, n, v + i * n, 0.0, out + i * n + r0);
+        if (m == 1) blas::gemv(false, len, n, 1.0, pinv + r0, n, v, 0.0, out + r0);
+        else multi_dot(pinv + r0 * n, len, n, n, v, n, m, out + r0, n, 1);  // P symmetric: its rows are its columns
     }
 }
 
@@ -224,7 +229,8 @@ void preconditioner_product(const float* pinv, const Work& w, const double* v, f
 #pragma omp parallel for schedule(static) num_threads(w.threads)
     for (long t = 0; t < rtiles; ++t) {
         const long r0 = t * kRowTile, len = std::min(kRowTile, n - r0);
-        for (long i = 0; i < m; ++i) blas::gemv(false, len, n, 1.0f, pinv + r0, n, vf + i * n, 0.0f, zf + i * n + r0);
+        if (m == 1) blas::gemv(false, len, n, 1.0f, pinv + r0, n, vf, 0.0f, zf + r0);
+        else multi_dot(pinv + r0 * n, len, n, n, vf, n, m, zf + r0, n, 1);
         for (long i = 0; i < m; ++i)
             for (long j = r0; j < r0 + len; ++j) out[i * n + j] = double(zf[i * n + j]);
     }

@@ -8,5 +8,6 @@
 #include "mfkern/gram.hpp"
 #include "mfkern/langevin.hpp"
 #include "mfkern/rng.hpp"
+#include "mfkern/skinny.hpp"
 #include "mfkern/solve.hpp"
 #include "mfkern/woodbury.hpp"

@@ -330,8 +330,45 @@ void engine_checks() {
           "engine: divergence keeps the last good step", double(r.steps));
 }
 
+// The skinny products against plain loops (sizes with row, column and vector tails), the same bits for 1
+// and 3 threads, and accumulation.
+template <class T>
+void test_skinny(const char* name, double tol) {
+    const long rows = 37, cols = 203, m = 7;
+    std::vector<T> a(rows * cols), x(m * cols), g(m * rows);
+    for (long i = 0; i < rows * cols; ++i) a[i] = T(std::sin(0.37 * double(i)));
+    for (long i = 0; i < m * cols; ++i) x[i] = T(std::cos(0.11 * double(i)));
+    for (long i = 0; i < m * rows; ++i) g[i] = T(std::sin(0.05 * double(i) + 1.0));
+    std::vector<T> y1(m * rows), y3(m * rows), z1(m * cols), z3(m * cols, T(1)), z_acc(m * cols, T(1));
+    multi_dot(a.data(), rows, cols, cols, x.data(), cols, m, y1.data(), rows, 1);
+    multi_dot(a.data(), rows, cols, cols, x.data(), cols, m, y3.data(), rows, 3);
+    multi_axpy(a.data(), rows, cols, cols, g.data(), rows, m, z1.data(), cols, false, 1);
+    multi_axpy(a.data(), rows, cols, cols, g.data(), rows, m, z3.data(), cols, false, 3);
+    multi_axpy(a.data(), rows, cols, cols, g.data(), rows, m, z_acc.data(), cols, true, 2);
+    double e_dot = 0, e_axpy = 0, e_acc = 0;
+    for (long i = 0; i < m; ++i) {
+        for (long r = 0; r < rows; ++r) {
+            double s = 0;
+            for (long k = 0; k < cols; ++k) s += double(a[r * cols + k]) * double(x[i * cols + k]);
+            e_dot = std::max(e_dot, std::abs(s - double(y1[i * rows + r])));
+        }
+        for (long k = 0; k < cols; ++k) {
+            double s = 0;
+            for (long r = 0; r < rows; ++r) s += double(a[r * cols + k]) * double(g[i * rows + r]);
+            e_axpy = std::max(e_axpy, std::abs(s - double(z1[i * cols + k])));
+            e_acc = std::max(e_acc, std::abs(s + 1.0 - double(z_acc[i * cols + k])));
+        }
+    }
+    std::string what = std::string("skinny products (") + name + ") match plain loops";
+    check(e_dot < tol && e_axpy < tol && e_acc < tol, what.c_str(), std::max(e_dot, std::max(e_axpy, e_acc)));
+    what = std::string("skinny products (") + name + ") bitwise the same for 1 and 3 threads";
+    check(y1 == y3 && z1 == z3, what.c_str(), 0.0);
+}
+
 int main() {
     std::printf("activation kernels: %s\n", activation_isa());
+    test_skinny<double>("float64", 1e-12);
+    test_skinny<float>("float32", 1e-4);
     const Problem pb;
     const Hyper hy{0.1, 0.3, 0.7};
     const Inputs x(pb.x.data(), pb.n, pb.d);

@@ -24,6 +24,12 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 def use_eigen_fallback(arg0: bool) -> bool:
     """Use Eigen's products (True) or scipy's BLAS (False); returns whether the fallback is now in use."""
 
+def rows_dot(a: _Array, x: _Array, n_threads: int) -> _Array:
+    """(a @ x.T).T for a (rows, cols) and x (m, cols), both float64 or both float32, C-contiguous."""
+
+def rows_axpy(a: _Array, g: _Array, n_threads: int) -> _Array:
+    """(a.T @ g.T).T for a (rows, cols) and g (m, rows), both float64 or both float32, C-contiguous."""
+
 def features(w: _Array, x: _Array, activation: str, n_threads: int) -> _Array:
     """H (n, N), H[j, k] = act(u_k.x_j + b_k)."""
 

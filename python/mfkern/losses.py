@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 from scipy.special import expit
 
-from . import core
+from . import _core, core
 from ._validation import as_float_array, as_targets, integer, positive
 
 __all__ = [
@@ -379,9 +380,9 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # instead the solver is a truncated Newton method (conjugate gradients on the Hessian, which needs only
 # products with the features) in the primal variables beta = Phi^T A, where Phi = H / sqrt(N) are the
 # scaled features, so K = Phi Phi^T. Each product costs n m T (m = number of features) and the n x n Gram
-# is never needed. Products are computed in fixed row/column panels with single-threaded BLAS, the panels
-# spread over a thread pool: the summation order, hence every bit of the solution, does not depend on the
-# number of threads.
+# is never needed. The products are the core's skinny-product loops, each output entry one fixed-order sum
+# (threads share whole rows or columns), and the sketch's Gram is summed over fixed panels of rows in order:
+# every bit of the solution is the same for any number of threads.
 
 _PANEL_ROWS = 256
 # Inexact-Newton forcing: CG stops at a residual of min(_FORCING, sqrt|g|) |g|. Measured on digits (n = 1347,
@@ -404,14 +405,14 @@ def _panels(size):
 
 
 class _Products:
-    """Products with the features Phi (n, m) in fixed panels over a thread pool (bitwise the same for any
-    pool size): Phi @ V and Phi^T @ G in float64, and the fused Hessian product Phi^T S(Phi v) in float32.
+    """Products with the features Phi (n, m): Phi @ V and Phi^T @ G in float64, the same in float32, and the
+    Hessian product Phi^T S(Phi v) in float32, each bitwise the same for any thread count.
 
-    The Hessian product only steers the Newton direction (inexact Newton), so single precision suffices
-    there and halves the memory traffic, which is what these products are bound by; the gradient and the
-    optimality residual, which decide convergence, are float64. The fused product reads each row panel of
-    Phi once for both halves; its partial sums over the rows are kept per fixed group of panels and added in
-    group order, so the summation order does not depend on the threads.
+    The products are the core's skinny-product loops (``_core.rows_dot`` / ``_core.rows_axpy``: every output
+    entry one fixed-order sum, the threads sharing rows or columns), which stream Phi once per few columns
+    where BLAS gemm would pack it for every call. The Hessian product only steers the Newton direction
+    (inexact Newton), so single precision suffices there and halves the memory traffic, which is what these
+    products are bound by; the gradient and the optimality residual, which decide convergence, are float64.
     """
 
     _GROUPS = 8
@@ -421,7 +422,6 @@ class _Products:
         self.Phi32 = Phi.astype(np.float32)
         self.n_threads = max(1, int(n_threads))
         self.row_panels = _panels(Phi.shape[0])
-        self.col_panels = _panels(Phi.shape[1])
         per_group = -(-len(self.row_panels) // self._GROUPS)
         self.groups = [self.row_panels[i:i + per_group] for i in range(0, len(self.row_panels), per_group)]
         self.pool = None
@@ -439,25 +439,21 @@ class _Products:
             return [job() for job in jobs]
         return [future.result() for future in [self.pool.submit(job) for job in jobs]]
 
+    def _times(self, matrix, vectors):
+        """(matrix @ vectors.T).T for vectors (k, m) C-contiguous: (k, n)."""
+        return _core.rows_dot(matrix, vectors, self.n_threads)
+
+    def _transpose_times(self, matrix, vectors):
+        """(matrix.T @ vectors.T).T for vectors (k, n) C-contiguous: (k, m)."""
+        return _core.rows_axpy(matrix, vectors, self.n_threads)
+
     def _by_rows(self, matrix, V, dtype):
-        """matrix @ V in fixed row panels (matrix is Phi or Phi32), shape (n, k)."""
-        out = np.empty((matrix.shape[0], V.shape[1]), dtype=dtype)
-
-        def job(a, b):
-            return lambda: np.matmul(matrix[a:b], V, out=out[a:b])
-
-        self._run([job(a, b) for a, b in self.row_panels])
-        return out
+        """matrix @ V (matrix is Phi or Phi32), shape (n, k)."""
+        return np.ascontiguousarray(self._times(matrix, np.ascontiguousarray(V.T, dtype=dtype)).T)
 
     def _by_columns(self, matrix, G, dtype):
-        """matrix^T @ G in fixed column panels (matrix is Phi or Phi32), shape (m, k)."""
-        out = np.empty((matrix.shape[1], G.shape[1]), dtype=dtype)
-
-        def job(a, b):
-            return lambda: np.matmul(matrix[:, a:b].T, G, out=out[a:b])
-
-        self._run([job(a, b) for a, b in self.col_panels])
-        return out
+        """matrix^T @ G (matrix is Phi or Phi32), shape (m, k)."""
+        return np.ascontiguousarray(self._transpose_times(matrix, np.ascontiguousarray(G.T, dtype=dtype)).T)
 
     def forward(self, V):
         """Phi @ V, shape (n, T)."""
@@ -468,54 +464,40 @@ class _Products:
         return self._by_columns(self.Phi, G, np.float64)
 
     def forward32(self, V):
-        """Phi @ V in single precision (V float32), shape (n, k)."""
+        """Phi @ V in single precision, shape (n, k)."""
         return self._by_rows(self.Phi32, V, np.float32)
 
     def backward32(self, G):
-        """Phi^T @ G in single precision (G float32), shape (m, k)."""
+        """Phi^T @ G in single precision, shape (m, k)."""
         return self._by_columns(self.Phi32, G, np.float32)
 
     def gram32(self, Z):
-        """Z^T Z (float32) for Z (n, k) float32, summed over fixed groups of row panels in group order."""
+        """Z^T Z (float32, both triangles) for Z (n, k) float32: one triangle by BLAS syrk per fixed group of
+        row panels (single-threaded calls, the groups over the pool), added in group order."""
+        ssyrk = scipy.linalg.blas.ssyrk
 
         def job(panels):
             def run():
-                total = np.zeros((Z.shape[1], Z.shape[1]), dtype=np.float32)
-                for a, b in panels:
-                    total += Z[a:b].T @ Z[a:b]
-                return total
+                a, b = panels[0][0], panels[-1][1]
+                return ssyrk(1.0, Z[a:b], trans=1, lower=1)
             return run
 
         partials = self._run([job(group) for group in self.groups])
         out = partials[0]
         for part in partials[1:]:
             out += part
-        return out
+        lower = np.tril(out)
+        return lower + np.tril(lower, -1).T
 
     def hessian(self, P, v):
         """(Phi^T S(Phi v), Phi v) with S the per-sample softmax Jacobian diag(p_j) - p_j p_j^T (float32
         products, float64 result)."""
-        v32 = v.astype(np.float32)
-        Fv = np.empty(P.shape, dtype=np.float32)
-
-        def job(panels):
-            def run():
-                total = np.zeros(v.shape, dtype=np.float32)
-                for a, b in panels:
-                    block = self.Phi32[a:b]
-                    np.matmul(block, v32, out=Fv[a:b])
-                    p = P[a:b]
-                    s = p * Fv[a:b]
-                    s -= p * s.sum(axis=1, keepdims=True)
-                    total += block.T @ s.astype(np.float32)
-                return total
-            return run
-
-        partials = self._run([job(group) for group in self.groups])
-        out = np.zeros(v.shape)
-        for part in partials:
-            out += part
-        return out, Fv.astype(np.float64)
+        Fv = self._times(self.Phi32, np.ascontiguousarray(v.T, dtype=np.float32))  # (T, n)
+        Pt = P.T
+        s = Pt * Fv
+        s -= Pt * s.sum(axis=0)
+        out = self._transpose_times(self.Phi32, s.astype(np.float32))
+        return out.T.astype(np.float64), Fv.T.astype(np.float64)
 
 
 class _Deflation:

@@ -1,0 +1,2 @@
+#define MFKERN_ISA avx2
+#include "mfkern/skinny_kernels.inc"

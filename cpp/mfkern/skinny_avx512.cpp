@@ -1,0 +1,2 @@
+#define MFKERN_ISA avx512
+#include "mfkern/skinny_kernels.inc"

@@ -1,0 +1,2 @@
+#define MFKERN_ISA generic
+#include "mfkern/skinny_kernels.inc"
