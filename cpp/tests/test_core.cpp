@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "mfkern/mfkern.hpp"
@@ -333,8 +334,8 @@ void engine_checks() {
 // The skinny products against plain loops (sizes with row, column and vector tails), the same bits for 1
 // and 3 threads, and accumulation.
 template <class T>
-void test_skinny(const char* name, double tol) {
-    const long rows = 37, cols = 203, m = 7;
+void test_skinny(const char* name, double tol, long m) {
+    const long rows = 37, cols = 203;
     std::vector<T> a(rows * cols), x(m * cols), g(m * rows);
     for (long i = 0; i < rows * cols; ++i) a[i] = T(std::sin(0.37 * double(i)));
     for (long i = 0; i < m * cols; ++i) x[i] = T(std::cos(0.11 * double(i)));
@@ -359,16 +360,19 @@ void test_skinny(const char* name, double tol) {
             e_acc = std::max(e_acc, std::abs(s + 1.0 - double(z_acc[i * cols + k])));
         }
     }
-    std::string what = std::string("skinny products (") + name + ") match plain loops";
+    const std::string vectors = ", " + std::to_string(m) + " vectors";
+    std::string what = std::string("skinny products (") + name + vectors + ") match plain loops";
     check(e_dot < tol && e_axpy < tol && e_acc < tol, what.c_str(), std::max(e_dot, std::max(e_axpy, e_acc)));
-    what = std::string("skinny products (") + name + ") bitwise the same for 1 and 3 threads";
+    what = std::string("skinny products (") + name + vectors + ") bitwise the same for 1 and 3 threads";
     check(y1 == y3 && z1 == z3, what.c_str(), 0.0);
 }
 
 int main() {
     std::printf("activation kernels: %s\n", activation_isa());
-    test_skinny<double>("float64", 1e-12);
-    test_skinny<float>("float32", 1e-4);
+    for (long m : {1, 2, 3, 4, 5, 7, 11}) {
+        test_skinny<double>("float64", 1e-12, m);
+        test_skinny<float>("float32", 1e-4, m);
+    }
     const Problem pb;
     const Hyper hy{0.1, 0.3, 0.7};
     const Inputs x(pb.x.data(), pb.n, pb.d);

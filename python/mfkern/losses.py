@@ -36,11 +36,13 @@ The softmax (multinomial) loss, whose outputs are coupled, has its own solver,
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
+import scipy.linalg.lapack
 from scipy.special import expit
 
 from . import _core, core
@@ -384,7 +386,9 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # (threads share whole rows or columns), and the sketch's Gram is summed over fixed panels of rows in order:
 # every bit of the solution is the same for any number of threads.
 
-_PANEL_ROWS = 256
+# Blocks of rows of the sketch's Gram: fixed (the sums do not depend on the threads), few (syrk is efficient
+# on tall blocks).
+_GRAM_BLOCKS = 2
 # Inexact-Newton forcing: CG stops at a residual of min(_FORCING, sqrt|g|) |g|. Measured on digits (n = 1347,
 # T = 10, N = 2000, warm starts along MFLD): 0.5 took 7.1 Newton and 45 CG iterations per step, 0.1 took 5.3
 # and 42, 0.01 took 4.0 and 46 (tol 1e-8).
@@ -400,8 +404,20 @@ _DEFLATION_MIN_RANK = 8
 _DEFLATION_REBUILD_CG = 4
 
 
-def _panels(size):
-    return [(start, min(start + _PANEL_ROWS, size)) for start in range(0, size, _PANEL_ROWS)]
+_GRAM_POOL = None
+_GRAM_POOL_LOCK = threading.Lock()
+
+
+def _gram_pool():
+    """The threads that compute the sketch's Gram blocks: started once per process (starting threads for
+    every solve cost as much as the work) and shared by all solves."""
+    global _GRAM_POOL
+    with _GRAM_POOL_LOCK:
+        if _GRAM_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _GRAM_POOL = ThreadPoolExecutor(max_workers=_GRAM_BLOCKS, thread_name_prefix="mfkern-gram")
+        return _GRAM_POOL
 
 
 class _Products:
@@ -415,29 +431,19 @@ class _Products:
     products are bound by; the gradient and the optimality residual, which decide convergence, are float64.
     """
 
-    _GROUPS = 8
-
     def __init__(self, Phi, n_threads):
         self.Phi = Phi
         self.Phi32 = Phi.astype(np.float32)
         self.n_threads = max(1, int(n_threads))
-        self.row_panels = _panels(Phi.shape[0])
-        per_group = -(-len(self.row_panels) // self._GROUPS)
-        self.groups = [self.row_panels[i:i + per_group] for i in range(0, len(self.row_panels), per_group)]
-        self.pool = None
-        if self.n_threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(max_workers=self.n_threads)
 
     def close(self):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        """Nothing to release (the threads of the sketch's Gram belong to the module, see _gram_pool)."""
 
     def _run(self, jobs):
-        if self.pool is None:
+        if self.n_threads == 1:
             return [job() for job in jobs]
-        return [future.result() for future in [self.pool.submit(job) for job in jobs]]
+        pool = _gram_pool()
+        return [future.result() for future in [pool.submit(job) for job in jobs]]
 
     def _times(self, matrix, vectors):
         """(matrix @ vectors.T).T for vectors (k, m) C-contiguous: (k, n)."""
@@ -472,22 +478,20 @@ class _Products:
         return self._by_columns(self.Phi32, G, np.float32)
 
     def gram32(self, Z):
-        """Z^T Z (float32, both triangles) for Z (n, k) float32: one triangle by BLAS syrk per fixed group of
-        row panels (single-threaded calls, the groups over the pool), added in group order."""
+        """The lower triangle of Z^T Z (float32; the upper one is not set) for Z (n, k) float32: BLAS syrk on
+        each of _GRAM_BLOCKS fixed blocks of rows (single-threaded calls over the pool, each block copied to
+        the Fortran order syrk reads), added in block order."""
         ssyrk = scipy.linalg.blas.ssyrk
+        size = -(-Z.shape[0] // _GRAM_BLOCKS)
 
-        def job(panels):
-            def run():
-                a, b = panels[0][0], panels[-1][1]
-                return ssyrk(1.0, Z[a:b], trans=1, lower=1)
-            return run
+        def job(a):
+            return lambda: ssyrk(1.0, np.asfortranarray(Z[a:a + size]), trans=1, lower=1)
 
-        partials = self._run([job(group) for group in self.groups])
+        partials = self._run([job(a) for a in range(0, Z.shape[0], size)])
         out = partials[0]
         for part in partials[1:]:
             out += part
-        lower = np.tril(out)
-        return lower + np.tril(lower, -1).T
+        return out
 
     def hessian(self, P, v):
         """(Phi^T S(Phi v), Phi v) with S the per-sample softmax Jacobian diag(p_j) - p_j p_j^T (float32
@@ -540,15 +544,17 @@ class _Deflation:
             block = slice(k * rank, (k + 1) * rank)
             B[block, block] += (U.T @ (U * P32[:, [k]])).astype(np.float64)
         B[np.diag_indices_from(B)] += self.c
-        self.factor = scipy.linalg.cho_factor(B, lower=True, check_finite=False)
-        if not np.all(np.isfinite(self.factor[0])) or not np.all(np.diag(self.factor[0]) > 0):
+        factor, info = scipy.linalg.lapack.dpotrf(B, lower=1, clean=1)
+        if info != 0 or not np.all(np.isfinite(factor)) or not np.all(np.diag(factor) > 0):
             raise np.linalg.LinAlgError("the deflated block is not positive definite")
+        self.factor = factor
 
     def apply(self, v):
-        """M^{-1} v for v (m, T)."""
+        """M^{-1} v for v (m, T): V B^{-1} V^T v + (v - V V^T v) / c."""
         coords = self.V.T @ v                                                    # (r, T)
-        solved = scipy.linalg.cho_solve(self.factor, coords.T.reshape(-1), check_finite=False)
-        return self.V @ solved.reshape(self.T, self.r).T + (v - self.V @ coords) / self.c
+        # LAPACK's solve directly: scipy.linalg.cho_solve's checks cost more than its arithmetic here
+        solved, info = scipy.linalg.lapack.dpotrs(self.factor, coords.T.reshape(-1), lower=1)
+        return self.V @ (solved.reshape(self.T, self.r).T - coords / self.c) + v / self.c
 
 
 def _deflation(products, P, c):
@@ -760,15 +766,20 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
         if residual <= tol or residual <= _multinomial_floor(F, A, c):
             return _finish(A, F, Y, c, 0, 0, residual)
     iterations = cg_total = 0
+    # A start was just checked: the dual its primal point implies (A = -G/c below) is not checked again
+    # before the first Newton step (a product saved; along an MFLD run it never met the tolerance).
+    check = start is None
     while True:
         P = _softmax(F)
         G = P - Y
         A = -G / c
         g = products.backward(G) + c * beta          # gradient of the primal objective
-        F_A = F - products.forward(g) / c            # = K A
-        residual = float(np.max(np.abs(c * A + _softmax(F_A) - Y)))
-        if residual <= tol or residual <= _multinomial_floor(F_A, A, c):
-            return _finish(A, F_A, Y, c, iterations, cg_total, residual)
+        if check:
+            F_A = F - products.forward(g) / c        # = K A
+            residual = float(np.max(np.abs(c * A + _softmax(F_A) - Y)))
+            if residual <= tol or residual <= _multinomial_floor(F_A, A, c):
+                return _finish(A, F_A, Y, c, iterations, cg_total, residual)
+        check = True
         if iterations == max_iter or not math.isfinite(residual):
             fail("the residual is not finite" if not math.isfinite(residual)
                  else f"not converged after {iterations} iterations", iterations, residual)
