@@ -427,6 +427,21 @@ def test_skinny_products_refuse_what_they_cannot_read():
         _core.rows_axpy(a, np.ones((2, 4)), 1)
 
 
+@pytest.mark.parametrize("condition", [1.0, 1e6, 1e12])
+def test_sketch_basis_is_orthonormal_and_spans_the_sketch(rng, condition):
+    """Cholesky QR (or Householder QR where Y is too ill-conditioned for it) against numpy's QR: Q^T Q = I and
+    the same projector, at condition numbers on either side of the switch, and for a rank-deficient Y."""
+    U = np.linalg.qr(rng.standard_normal((500, 20)))[0]
+    Y = U @ np.diag(np.logspace(0, -np.log10(condition), 20)) @ np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    Q = losses._orthonormal_basis(Y)
+    reference = np.linalg.qr(Y)[0]
+    np.testing.assert_allclose(Q.T @ Q, np.eye(20), atol=1e-12)
+    np.testing.assert_allclose(Q @ Q.T, reference @ reference.T, atol=1e-9)
+    Y[:, 3] = Y[:, 2]
+    Q = losses._orthonormal_basis(Y)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(20), atol=1e-12)
+
+
 def test_deflation_preconditioner_is_the_exact_inverse_hessian_when_it_spans_the_features(rng):
     """With as many sketched directions as features, the preconditioner is (Hessian + ridge I)^{-1} at the
     probabilities it was built from, checked against the Hessian written out in numpy (softmax_hessian)."""

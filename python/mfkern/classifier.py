@@ -91,7 +91,7 @@ class _ClassifierRun(TrainingRun):
     newton_max_iter: int = 50
     newton_iterations: int = 0         # Newton iterations since the last history entry
     multinomial: bool = False          # softmax loss on T = n_classes outputs (else binary / one-vs-rest)
-    solver_threads: int = 1            # thread pool of the multinomial solver's products (result independent)
+    solver_threads: int = 1            # threads of the multinomial solver's products (result independent)
 
 
 #: Conjugate-gradient iterations allowed per Newton iteration of the multinomial second layer.

@@ -383,7 +383,7 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # products with the features) in the primal variables beta = Phi^T A, where Phi = H / sqrt(N) are the
 # scaled features, so K = Phi Phi^T. Each product costs n m T (m = number of features) and the n x n Gram
 # is never needed. The products are the core's skinny-product loops, each output entry one fixed-order sum
-# (threads share whole rows or columns), and the sketch's Gram is summed over fixed panels of rows in order:
+# (threads share whole rows or columns), and the sketch's Gram is summed over fixed blocks of rows in order:
 # every bit of the solution is the same for any number of threads.
 
 # Blocks of rows of the sketch's Gram: fixed (the sums do not depend on the threads), few (syrk is efficient
@@ -529,7 +529,7 @@ class _Deflation:
         T = P.shape[1]
         self.c, self.T, self.r = c, T, rank
         sketch = products.forward32(_test_matrix(m, rank))                      # Phi Omega (n, r)
-        self.V = np.linalg.qr(products.backward32(sketch).astype(np.float64))[0]  # range of Phi^T Phi Omega
+        self.V = _orthonormal_basis(products.backward32(sketch).astype(np.float64))  # range of Phi^T Phi Omega
         self.U = products.forward32(self.V.astype(np.float32))                  # Phi V (n, r)
         self.products = products
         self.update(P)
@@ -555,6 +555,21 @@ class _Deflation:
         # LAPACK's solve directly: scipy.linalg.cho_solve's checks cost more than its arithmetic here
         solved, info = scipy.linalg.lapack.dpotrs(self.factor, coords.T.reshape(-1), lower=1)
         return self.V @ (solved.reshape(self.T, self.r).T - coords / self.c) + v / self.c
+
+
+def _orthonormal_basis(Y):
+    """An orthonormal basis (m, r) of the range of Y (m, r), m >> r: Cholesky QR twice (two r x r Grams and
+    triangular solves: a few times cheaper than Householder QR at this shape, and orthonormal to rounding while
+    Y's condition number is below about 1e7), Householder QR when that fails or leaves Q^T Q - I above 1e-10."""
+    Q = Y
+    for _ in range(2):
+        R, info = scipy.linalg.lapack.dpotrf(Q.T @ Q, lower=0, clean=1)
+        if info != 0 or not np.all(np.isfinite(R)) or not np.all(np.diag(R) > 0):
+            return np.linalg.qr(Y)[0]
+        Q = scipy.linalg.blas.dtrsm(1.0, R, Q, side=1, lower=0)  # Q R^{-1}
+    if not np.all(np.abs(Q.T @ Q - np.eye(Q.shape[1])) <= 1e-10):
+        return np.linalg.qr(Y)[0]
+    return Q
 
 
 def _deflation(products, P, c):
@@ -670,8 +685,8 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     a_mu(w) = -(1/(n lam_a_bar)) sum_j l'(f(x_j), y_j) h(x_j; w) with l' = softmax - one-hot, as for the
     elementwise losses (module docstring).
 
-    Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration one
-    fused pass over Phi), an inexact-Newton forcing term and a backtracking line search: it converges from
+    Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration a
+    single-precision product with Phi and one with Phi^T), an inexact-Newton forcing term and a backtracking line search: it converges from
     any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
     preconditioned by the exact inverse Hessian on a randomised sketch of Phi's top right singular subspace
     (min(48, n, m, 1024 // T) directions per class, none below 8 unless that covers every feature; the ridge
