@@ -403,12 +403,20 @@ PYBIND11_MODULE(_core, m) {
             });
             return out;
         }, "The Gram K (n, n) of the current particles (their features stay stored for step_given_dual).")
-        .def("features", [](Engine& e, double divisor) {
+        .def("features", [](Engine& e, double divisor, bool single) -> py::object {
             auto out = empty(e.n(), e.n_particles());
             double* o = out.mutable_data();
-            in_core([&] { e.features(o, divisor); });
-            return out;
-        }, py::arg("divisor"), "The features H (n, N) of the current particles divided by divisor (kept stored for the step).")
+            if (!single) {
+                in_core([&] { e.features(o, divisor); });
+                return std::move(out);
+            }
+            py::array_t<float> out32({e.n(), e.n_particles()});
+            float* o32 = out32.mutable_data();
+            in_core([&] { e.features(o, divisor, o32); });
+            return py::make_tuple(out, out32);
+        }, py::arg("divisor"), py::arg("single") = false,
+           "The features H (n, N) of the current particles divided by divisor (kept stored for the step); "
+           "with single=True also their float32 copy, as a pair.")
         .def("step_given_dual", [](Engine& e, const Array& a, std::optional<Array> b) {
             const long n = e.n(), t = e.n_tasks();
             if (a.shape(0) != n || a.shape(1) != t || (b && (b->shape(0) != n || b->shape(1) != t)))

@@ -307,6 +307,10 @@ def test_features_are_the_stateless_features_divided_and_the_step_goes_on_from_t
                                        precision=precision, n_threads=1)
     np.testing.assert_array_equal(engine.particles, W1)
     np.testing.assert_allclose(engine.features(), core.features(W1, X, n_threads=1), atol=1e-6)
+    Phi64, Phi32 = engine.features(divide_by=np.sqrt(90), with_float32=True)
+    np.testing.assert_array_equal(Phi64, engine.features(divide_by=np.sqrt(90)))
+    assert Phi32.dtype == np.float32 and Phi32.flags.c_contiguous
+    np.testing.assert_array_equal(Phi32, Phi64.astype(np.float32))  # the cast's bits, written in the same pass
     with pytest.raises(ValueError, match="divide_by"):
         engine.features(divide_by=0.0)
     with pytest.raises(ValueError, match="woodbury"):

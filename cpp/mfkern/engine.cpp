@@ -526,22 +526,29 @@ void Engine::fill_features() {
     }
 }
 
-void Engine::features(double* h_rows, double divisor) {
+void Engine::features(double* h_rows, double divisor, float* h_rows_single) {
     if (opt_.second_layer == SecondLayer::Woodbury)
         throw std::invalid_argument("features() needs stored features: not with the Woodbury solver");
     if (reduce_) throw std::invalid_argument("features() holds one shard's columns only: not on a sharded engine");
     auto& s = *impl_;
     fill_features();
-    // A blocked transpose of the cache (column i: particle i) into rows (row j: sample j): each thread
-    // writes whole rows, reading the particles' columns a block of rows at a time.
-    const long n = n_, N = N_, block = 64, row_blocks = (n + block - 1) / block;
+    // A transpose of the cache (column i: particle i) into rows (row j: sample j) in square tiles, so that
+    // both the columns read and the rows written stay in cache; each thread writes whole rows. The single
+    // precision copy, when asked for, is the double value rounded (the bits of a cast of the first).
+    const long n = n_, N = N_, tile = 64, row_tiles = (n + tile - 1) / tile;
     auto transpose = [&](auto column) {
-#pragma omp parallel for schedule(static) num_threads(opt_.n_threads) if (row_blocks > 1)
-        for (long rb = 0; rb < row_blocks; ++rb) {
-            const long j0 = rb * block, j1 = std::min(n, j0 + block);
-            for (long i = 0; i < N; ++i) {
-                const auto* h = column(i);
-                for (long j = j0; j < j1; ++j) h_rows[j * N + i] = static_cast<double>(h[j]) / divisor;
+#pragma omp parallel for schedule(static) num_threads(opt_.n_threads) if (row_tiles > 1)
+        for (long rt = 0; rt < row_tiles; ++rt) {
+            const long j0 = rt * tile, j1 = std::min(n, j0 + tile);
+            for (long i0 = 0; i0 < N; i0 += tile) {
+                const long i1 = std::min(N, i0 + tile);
+                for (long i = i0; i < i1; ++i) {
+                    const auto* h = column(i);
+                    for (long j = j0; j < j1; ++j) h_rows[j * N + i] = static_cast<double>(h[j]) / divisor;
+                }
+                if (h_rows_single)
+                    for (long j = j0; j < j1; ++j)
+                        for (long i = i0; i < i1; ++i) h_rows_single[j * N + i] = static_cast<float>(h_rows[j * N + i]);
             }
         }
     };

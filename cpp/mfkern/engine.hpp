@@ -95,7 +95,8 @@ class Engine {
     // The features H of the current particles divided by `divisor` (e.g. sqrt(N)), row-major n x N,
     // kept stored for the step (a second layer that works from the features, not the Gram). Not with the
     // Woodbury solver, and not on shards (each holds only its particles' columns).
-    void features(double* h_rows, double divisor);
+    // With h_rows_single, also its single-precision copy (each entry the double one rounded).
+    void features(double* h_rows, double divisor, float* h_rows_single = nullptr);
     RunStatus step_given_dual(const double* a_cols, const double* b_cols);
 
     // U, G, dof, condition of K + r I, train MSE, alignment of K with Y at the current particles; sets the

@@ -4,7 +4,7 @@ Every array argument must already be a C-contiguous float64 ndarray (mfkern.core
 matrices are 2-D, targets and duals (n, T). Integer arguments left at 0 mean "the default" (threads:
 OpenMP's; block size: the core's).
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -94,8 +94,8 @@ class Engine:
         """U, G, dof, condition, mean_sq_norm, train_mse, kernel_alignment at the current particles."""
     def gram(self) -> _Array:
         """The Gram (n, n) of the current particles."""
-    def features(self, divisor: float) -> _Array:
-        """The features (n, N) of the current particles divided by divisor."""
+    def features(self, divisor: float, single: bool = ...) -> Any:
+        """The features (n, N) of the current particles divided by divisor (and their float32 copy if single)."""
     def step_given_dual(self, a: _Array, b: Optional[_Array]) -> bool:
         """One step with the given dual coefficients (n, T)."""
     def output_weights(self) -> _Array:

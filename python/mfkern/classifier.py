@@ -365,9 +365,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def _solve_multinomial(self, engine, run):
         """The multinomial second layer at the engine's particles from its stored features (no n x n Gram),
         from run.warm; updates run.warm and the count. Returns (A, f(X) = K A, U)."""
-        H = engine.features(divide_by=math.sqrt(engine.n_particles))
+        H, H32 = engine.features(divide_by=math.sqrt(engine.n_particles), with_float32=True)
         solution = solve_multinomial_unchecked(H, run.Y, run.ridge, run.warm, run.newton_tol, run.newton_max_iter,
-                                      _MAX_CG_ITER, run.solver_threads)
+                                               _MAX_CG_ITER, run.solver_threads, features32=H32)
         run.warm = solution.A
         run.newton_iterations += solution.iterations
         return solution.A, solution.outputs, solution.objective

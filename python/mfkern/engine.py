@@ -190,14 +190,15 @@ class Engine:
             raise ValueError("gram() needs the stored features of solver 'dense' or 'cg', not 'woodbury'")
         return self._engine.gram()
 
-    def features(self, divide_by=1.0):
+    def features(self, divide_by=1.0, *, with_float32=False):
         """The features H (n, N) of the current particles divided by `divide_by` (e.g. sqrt(N): Phi with
         K = Phi Phi^T), for a second layer that works from the features; they stay stored for
-        :meth:`step_given_dual`. Not on a sharded engine."""
+        :meth:`step_given_dual`. With ``with_float32=True``, the pair (Phi, Phi.astype(np.float32)), the
+        second written in the same pass. Not on a sharded engine."""
         if self.solver == "woodbury":
             raise ValueError("features() needs the stored features of solver 'dense' or 'cg', not 'woodbury'")
         divide_by = positive(divide_by, "divide_by")
-        return self._engine.features(divide_by)
+        return self._engine.features(divide_by, bool(with_float32))
 
     def step_given_dual(self, A, B=None):
         """One Langevin step whose second layer was solved outside the engine: A (and, for the label-noise

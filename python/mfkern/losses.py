@@ -431,9 +431,9 @@ class _Products:
     products are bound by; the gradient and the optimality residual, which decide convergence, are float64.
     """
 
-    def __init__(self, Phi, n_threads):
+    def __init__(self, Phi, n_threads, Phi32=None):
         self.Phi = Phi
-        self.Phi32 = Phi.astype(np.float32)
+        self.Phi32 = Phi.astype(np.float32) if Phi32 is None else Phi32
         self.n_threads = max(1, int(n_threads))
 
     def close(self):
@@ -739,11 +739,11 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     return solve_multinomial_unchecked(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads)
 
 
-def solve_multinomial_unchecked(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads):
+def solve_multinomial_unchecked(Phi, Y, ridge, start, tol, max_iter, max_cg_iter, n_threads, features32=None):
     """solve_multinomial_second_layer without its input checks, for callers that validated once: Phi (n, m)
-    float64 features, Y (n, T) one-hot, start (n, T) or None."""
+    float64 features, Y (n, T) one-hot, start (n, T) or None; features32, if given, Phi.astype(np.float32)."""
     with core.thread_limits(1):
-        products = _Products(Phi, n_threads)
+        products = _Products(Phi, n_threads, features32)
         try:
             return _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter)
         finally:
@@ -802,8 +802,6 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
         # diag(p) - p p^T. Conjugate gradients from 0, preconditioned by _Deflation (built at the first
         # Newton iteration), with the inexact-Newton forcing term min(_FORCING, sqrt|g|) |g| (superlinear
         # near the optimum).
-        g_norm = math.sqrt(float(np.sum(g * g)))
-        target = min(_FORCING, math.sqrt(g_norm)) * g_norm
         if iterations == 0:
             preconditioner = _deflation(products, P, c)
         elif preconditioner is not None and last_cg > _DEFLATION_REBUILD_CG:
@@ -811,6 +809,8 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
                 preconditioner.update(P)
             except (np.linalg.LinAlgError, ValueError):
                 preconditioner = None
+        g_norm = math.sqrt(float(np.sum(g * g)))
+        target = min(_FORCING, math.sqrt(g_norm)) * g_norm
         last_cg = cg_total
         precondition = (lambda v: v.copy()) if preconditioner is None else preconditioner.apply
         step = np.zeros_like(beta)
