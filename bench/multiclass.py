@@ -81,8 +81,8 @@ def solver_comparison(X, y, *, seed, steps, threads, repeats):
         for variant in ("preconditioned", "plain"):
             counts = []
 
-            def counted(*args):
-                solution = solve(*args)
+            def counted(*args, **kwargs):
+                solution = solve(*args, **kwargs)
                 counts.append((solution.iterations, solution.cg_iterations))
                 return solution
 

@@ -67,10 +67,12 @@ py::array skinny_product(const py::array& a_in, const py::array& v_in, int n_thr
     const long rows = a.shape(0), cols = a.shape(1), k = v.shape(0);
     py::array_t<T> out({k, transposed ? cols : rows});
     T* o = out.mutable_data();
-    py::gil_scoped_release release;
-    if (transposed) multi_axpy(a.data(), rows, cols, cols, v.data(), rows, k, o, cols, false, n_threads);
-    else multi_dot(a.data(), rows, cols, cols, v.data(), cols, k, o, rows, n_threads);
-    return out;
+    {
+        py::gil_scoped_release release;  // reacquired before the result is built (its reference count)
+        if (transposed) multi_axpy(a.data(), rows, cols, cols, v.data(), rows, k, o, cols, false, n_threads);
+        else multi_dot(a.data(), rows, cols, cols, v.data(), cols, k, o, rows, n_threads);
+    }
+    return std::move(out);
 }
 
 py::array skinny(const py::array& a, const py::array& v, int n_threads, bool transposed) {

@@ -69,7 +69,8 @@ template <class T>
 void dot_parallel(const T* a, long rows, long cols, long lda, const T* x, long ldx, long m, T* y, long ldy,
                   int n_threads) {
     const long chunks = (rows + kDotRows - 1) / kDotRows;
-#pragma omp parallel for schedule(static) num_threads(std::max(1, n_threads)) if (n_threads > 1 && chunks > 1)
+    if (n_threads <= 1 || chunks <= 1) return dot_serial(a, rows, cols, lda, x, ldx, m, y, ldy);
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(std::min<long>(n_threads, chunks)))
     for (long c = 0; c < chunks; ++c) {
         const long r0 = c * kDotRows;
         dot_serial(a + r0 * lda, std::min(kDotRows, rows - r0), cols, lda, x, ldx, m, y + r0, ldy);
@@ -80,7 +81,8 @@ template <class T>
 void axpy_parallel(const T* a, long rows, long cols, long lda, const T* g, long ldg, long m, T* y, long ldy,
                    bool accumulate, int n_threads) {
     const long chunks = (cols + kAxpyColumns - 1) / kAxpyColumns;
-#pragma omp parallel for schedule(static) num_threads(std::max(1, n_threads)) if (n_threads > 1 && chunks > 1)
+    if (n_threads <= 1 || chunks <= 1) return axpy_serial(a, rows, cols, lda, g, ldg, m, y, ldy, accumulate);
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(std::min<long>(n_threads, chunks)))
     for (long c = 0; c < chunks; ++c) {
         const long k0 = c * kAxpyColumns;
         axpy_serial(a + k0, rows, std::min(kAxpyColumns, cols - k0), lda, g, ldg, m, y + k0, ldy, accumulate);

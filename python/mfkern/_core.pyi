@@ -1,8 +1,8 @@
 """Types of mfkern's compiled core (built from cpp/bindings.cpp; private: use mfkern.core).
 
-Every array argument must already be a C-contiguous float64 ndarray (mfkern.core converts and validates);
-matrices are 2-D, targets and duals (n, T). Integer arguments left at 0 mean "the default" (threads:
-OpenMP's; block size: the core's).
+Every array argument must already be a C-contiguous float64 ndarray (mfkern.core converts and validates;
+rows_dot and rows_axpy also take float32); matrices are 2-D, targets and duals (n, T). A block size left at
+0 means the core's default.
 """
 from typing import Any, Optional
 

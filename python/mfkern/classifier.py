@@ -71,7 +71,7 @@ _LOSS = LogisticLoss()
 
 
 def _pool_threads(n_threads):
-    """Threads of the multinomial solver's pool: n_threads, else OMP_NUM_THREADS, else the cores."""
+    """Threads of the multinomial solver's products: n_threads, else OMP_NUM_THREADS, else the cores."""
     if n_threads is not None:
         return int(n_threads)
     try:

@@ -36,6 +36,7 @@ The softmax (multinomial) loss, whose outputs are coupled, has its own solver,
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 
@@ -408,6 +409,16 @@ _GRAM_POOL = None
 _GRAM_POOL_LOCK = threading.Lock()
 
 
+def _forget_gram_pool():
+    """In a forked child: the parent's pool threads do not exist there, so start afresh."""
+    global _GRAM_POOL, _GRAM_POOL_LOCK
+    _GRAM_POOL, _GRAM_POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_gram_pool)
+
+
 def _gram_pool():
     """The threads that compute the sketch's Gram blocks: started once per process (starting threads for
     every solve cost as much as the work) and shared by all solves."""
@@ -500,7 +511,7 @@ class _Products:
         Pt = P.T
         s = Pt * Fv
         s -= Pt * s.sum(axis=0)
-        out = self._transpose_times(self.Phi32, s.astype(np.float32))
+        out = self._transpose_times(self.Phi32, np.ascontiguousarray(s, dtype=np.float32))
         return out.T.astype(np.float64), Fv.T.astype(np.float64)
 
 
@@ -554,6 +565,8 @@ class _Deflation:
         coords = self.V.T @ v                                                    # (r, T)
         # LAPACK's solve directly: scipy.linalg.cho_solve's checks cost more than its arithmetic here
         solved, info = scipy.linalg.lapack.dpotrs(self.factor, coords.T.reshape(-1), lower=1)
+        if info != 0:
+            raise ValueError(f"LAPACK dpotrs rejected its arguments (info {info})")
         return self.V @ (solved.reshape(self.T, self.r).T - coords / self.c) + v / self.c
 
 
@@ -686,8 +699,8 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     elementwise losses (module docstring).
 
     Newton's method on beta with the Hessian system solved by conjugate gradients (each CG iteration a
-    single-precision product with Phi and one with Phi^T), an inexact-Newton forcing term and a backtracking line search: it converges from
-    any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
+    single-precision product with Phi and one with Phi^T), an inexact-Newton forcing term and a
+    backtracking line search: it converges from any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
     preconditioned by the exact inverse Hessian on a randomised sketch of Phi's top right singular subspace
     (min(48, n, m, 1024 // T) directions per class, none below 8 unless that covers every feature; the ridge
     on the rest), which suits MFLD's Grams: few of their eigenvalues exceed the ridge. The sketch uses a fixed
@@ -782,8 +795,9 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
             return _finish(A, F, Y, c, 0, 0, residual)
     iterations = cg_total = 0
     # A start was just checked: the dual its primal point implies (A = -G/c below) is not checked again
-    # before the first Newton step (a product saved; along an MFLD run it never met the tolerance).
-    check = start is None
+    # before the first Newton step (a product saved; along an MFLD run it never met the tolerance), unless
+    # no Newton step is allowed.
+    check = start is None or max_iter == 0
     while True:
         P = _softmax(F)
         G = P - Y
