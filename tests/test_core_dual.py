@@ -37,17 +37,26 @@ def test_drift_given_dual_equals_drift(problem, activation):
     assert not np.allclose(got_noisy, got)  # the label-noise term is really there
 
 
-def test_drift_given_dual_matches_plain_numpy(problem):
-    """The formula of docs/theory.md, section 4 with an arbitrary A (not a kernel-ridge solution)."""
+@pytest.mark.parametrize("activation", ["tanh", "erf"])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_drift_given_dual_matches_plain_numpy(problem, activation, T):
+    """The formula of docs/theory.md, section 4 with arbitrary A and B (not kernel-ridge solutions), for one
+    task and several (7: more than one pass of the core's multi-column loops)."""
+    from scipy.special import erf
+
     X, W, _, _ = problem
-    A = np.random.default_rng(2).normal(size=(X.shape[0], 2))
+    rng = np.random.default_rng(2)
+    A, B = rng.normal(size=(X.shape[0], T)), rng.normal(size=(X.shape[0], T))
     lam, lam_a, lam_w = HYPER["lam"], HYPER["lam_a"], HYPER["lam_w"]
     X1 = np.hstack([X, np.ones((X.shape[0], 1))])
-    H = np.tanh(X1 @ W.T)
-    a = H.T @ A
-    C = (A @ a.T) * (1 - H * H)
-    expect = -(lam * lam_a / A.shape[1]) * C.T @ X1 + lam * lam_w * W
-    np.testing.assert_allclose(core.drift_given_dual(W, X, A, **HYPER), expect, rtol=1e-11, atol=1e-13)
+    Z = X1 @ W.T
+    H, D = (np.tanh(Z), 1 - np.tanh(Z) ** 2) if activation == "tanh" else (erf(Z), 2 / np.sqrt(np.pi) * np.exp(-Z * Z))
+    a, b = H.T @ A, H.T @ B
+    for with_b in (False, True):
+        C = (A @ a.T - (B @ b.T if with_b else 0.0)) * D
+        expect = -(lam * lam_a / T) * C.T @ X1 + lam * lam_w * W
+        got = core.drift_given_dual(W, X, A, B=B if with_b else None, activation=activation, **HYPER)
+        np.testing.assert_allclose(got, expect, rtol=1e-11, atol=1e-13)
 
 
 def test_step_given_dual_equals_step_bitwise(problem):

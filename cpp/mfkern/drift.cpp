@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "mfkern/blas.hpp"
+#include "mfkern/skinny.hpp"
 
 namespace mfkern {
 
@@ -34,6 +35,7 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
         const std::size_t len = static_cast<std::size_t>(n) * kParticleTile;
         std::unique_ptr<F[]> c(new F[len]);  // every entry is written before it is read
         std::vector<F> a_w(kParticleTile * T), b_w(bd ? kParticleTile * T : 0);
+        std::vector<F> w_rows(T > 1 ? kParticleTile * T : 0), v_rows(T > 1 && bd ? kParticleTile * T : 0);
         std::vector<F> h_buf(cache.enabled() ? 0 : len), d_buf(cache.enabled() || tanh_like ? 0 : len);
         std::vector<F> g_tile(static_cast<std::size_t>(p.dim) * kParticleTile);
 #pragma omp for schedule(dynamic)
@@ -51,6 +53,15 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
             // Second-layer weights of this tile (column-major m x T).
             blas::gemm(true, false, m, T, n, F(1), h, n, a, n, F(0), a_w.data(), m);
             if (bd) blas::gemm(true, false, m, T, n, F(1), h, n, bd, n, F(0), b_w.data(), m);
+            if (T > 1) {  // C = A a_w^T - B b_w^T (column k: particle k), every task in each pass over A
+                for (long k = 0; k < m; ++k)
+                    for (long i = 0; i < T; ++i) {
+                        w_rows[k * T + i] = a_w[i * m + k];
+                        if (bd) v_rows[k * T + i] = -b_w[i * m + k];
+                    }
+                multi_axpy(a, T, n, n, w_rows.data(), T, m, c.get(), n, false, 1);
+                if (bd) multi_axpy(bd, T, n, n, v_rows.data(), T, m, c.get(), n, true, 1);
+            }
             for (long k = 0; k < m; ++k) {
                 F* ck = c.get() + k * n;
                 const F* hk = h + k * n;
@@ -64,15 +75,13 @@ void drift_from_dual(const Particles& p, const Inputs& x, Activation act, const 
                     }
                     continue;
                 }
-                std::fill(ck, ck + n, F(0));
-                for (long i = 0; i < T; ++i) {
-                    const F ak = a_w[i * m + k];
-                    const F* ai = a + i * n;
-                    for (long j = 0; j < n; ++j) ck[j] += ai[j] * ak;
+                if (T == 1) {  // (the same operations as the loops over tasks had: bitwise unchanged)
+                    std::fill(ck, ck + n, F(0));
+                    const F ak = a_w[k];
+                    for (long j = 0; j < n; ++j) ck[j] += a[j] * ak;
                     if (bd) {
-                        const F bk = b_w[i * m + k];
-                        const F* bi = bd + i * n;
-                        for (long j = 0; j < n; ++j) ck[j] -= bi[j] * bk;
+                        const F bk = b_w[k];
+                        for (long j = 0; j < n; ++j) ck[j] -= bd[j] * bk;
                     }
                 }
                 if (tanh_like) {
