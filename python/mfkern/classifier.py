@@ -44,7 +44,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from . import core
-from ._validation import as_float_array, integer, positive
+from ._validation import as_float_array, integer, n_threads_value, positive
 from .engine import Engine
 from .estimator import DivergenceError, MeanFieldBase, StepFailure, TrainingRun
 from .losses import LogisticLoss, NewtonConvergenceError, solve_multinomial_unchecked, solve_second_layer_unchecked
@@ -424,10 +424,12 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         if not math.isfinite(U):
             raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
         G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
-        dof = core.degrees_of_freedom(K, run.ridge)
+        # K is the engine's Gram and the ridge was validated in fit: the unchecked forms skip two symmetry checks
+        dof = core.degrees_of_freedom_unchecked(K, run.ridge, n_threads_value(None))
         with core.thread_limits(1):  # numpy's threaded reductions would make the history depend on n_threads
             # with the +-1 coding of the classes for either loss, so alignments are comparable
-            alignment = core.kernel_alignment(K, 2 * Y - 1 if run.multinomial else Y) if np.any(K) else math.nan
+            target = (2 * Y - 1 if run.multinomial else Y).reshape(Y.shape[0], -1)
+            alignment = core.kernel_alignment_unchecked(K, target) if np.any(K) else math.nan
         train_accuracy, train_log_loss = _scores(F, run.y_index, run.multinomial)
         coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
                                    n_threads=run.n_threads)

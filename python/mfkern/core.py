@@ -503,6 +503,11 @@ def kernel_alignment(K, f):
     """
     K = checked_symmetric(K)
     F, _ = as_targets(f, "f", K.shape[0])
+    return kernel_alignment_unchecked(K, F)
+
+
+def kernel_alignment_unchecked(K, F):
+    """kernel_alignment for a K already checked symmetric (n, n) and F (n, T) float64, e.g. a trainer's Gram."""
     # The alignment does not change when f or K is scaled: normalise both first, so that neither huge nor
     # tiny values overflow or underflow on the way.
     f_max, k_max = float(np.abs(F).max()), float(np.abs(K).max())
@@ -546,7 +551,12 @@ def degrees_of_freedom(K, ridge, *, n_threads=None):
     """Effective degrees of freedom tr[K (K + ridge I)^{-1}] (in the trainer ridge = n*lam*lam_a)."""
     K = checked_symmetric(K)
     ridge = positive(ridge, "ridge")
-    trace_inv, _ = _core.ridge_inverse_stats(K, ridge, n_threads_value(n_threads))
+    return degrees_of_freedom_unchecked(K, ridge, n_threads_value(n_threads))
+
+
+def degrees_of_freedom_unchecked(K, ridge, n_threads):
+    """degrees_of_freedom for a K already checked symmetric, ridge > 0 and a thread count, e.g. a trainer's."""
+    trace_inv, _ = _core.ridge_inverse_stats(K, ridge, n_threads)
     return float(K.shape[0] - ridge * trace_inv)
 
 
