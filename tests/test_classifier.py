@@ -225,6 +225,24 @@ def test_multinomial_thread_count_does_not_change_the_run(rng):
     assert_same_history(runs[0].history_, runs[1].history_)
 
 
+@pytest.mark.parametrize("task", [xor_task, three_class_task])
+def test_float32_precision_follows_float64_and_not_the_thread_count(rng, task):
+    """precision="float32": single-precision features, Gram and drift, the second layer still solved in float64
+    (to newton_tol, here 1e-10). The run is the same for 1 and 2 threads, and it follows the float64 run to
+    single-precision rounding: after 12 steps the particles agree to 1e-6 relative and the predicted
+    probabilities to 1e-6 (measured: at most 5e-8 and 1.1e-7 after 1, 4 or 12 steps, not growing)."""
+    X, labels = task(rng, 300, 4)  # more rows than one panel of the solver's products
+    params = dict(n_particles=90, n_steps=12, log_every=4, random_state=3, newton_tol=1e-10)
+    runs = [MeanFieldClassifier(precision="float32", n_threads=threads, **params).fit(X, labels) for threads in (1, 2)]
+    np.testing.assert_array_equal(runs[0].particles_, runs[1].particles_)
+    np.testing.assert_array_equal(runs[0].dual_coef_, runs[1].dual_coef_)
+    assert_same_history(runs[0].history_, runs[1].history_)
+    reference = MeanFieldClassifier(precision="float64", n_threads=1, **params).fit(X, labels)
+    difference = np.abs(runs[0].particles_ - reference.particles_).max() / np.abs(reference.particles_).max()
+    assert 0 < difference < 1e-6
+    np.testing.assert_allclose(runs[0].predict_proba(X), reference.predict_proba(X), rtol=0, atol=1e-6)
+
+
 def test_warm_start_must_keep_the_multiclass_loss(rng):
     X, labels = three_class_task(rng, 30)
     est = MeanFieldClassifier(random_state=0, **SMALL).fit(X, labels)
@@ -452,6 +470,8 @@ def test_huge_step_size_diverges_naming_the_step(rng):
     (dict(random_state="seed"), TypeError, "random_state"),
     (dict(callbacks=3), TypeError, "callbacks"),
     (dict(multi_class="ovo"), ValueError, "multi_class must be one of"),
+    (dict(precision="float16"), ValueError, "precision must be one of"),
+    (dict(precision=32), ValueError, "precision must be one of"),
 ])
 def test_bad_parameters_raise_at_fit_naming_the_parameter(rng, params, error, match):
     X, labels = xor_task(rng, 10)

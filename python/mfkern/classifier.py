@@ -185,6 +185,11 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         the keys of ``history_``); returning True stops training after that step. Not saved in checkpoints.
     block_size : int or None, default=None
         Particles per block in the Gram and feature computations (memory knob; None: automatic).
+    precision : {"float64", "float32"}, default="float64"
+        "float32" evaluates the features, the Gram and the drift in single precision (faster; the second
+        layer is still solved in float64 on the single-precision features, exactly to ``newton_tol``, and the
+        particles stay float64; trajectories differ from float64 by single-precision rounding, about 1e-7
+        relative).
     input_scale : "auto", float or None, default=None
         The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
         "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
@@ -230,7 +235,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     def __init__(self, n_particles=None, lam=None, lam_a=None, lam_w=None, eta=None, n_steps=None,
                  activation="tanh", multi_class="multinomial", newton_tol=1e-8, newton_max_iter=50,
                  random_state=None, n_threads=None, log_every=100, verbose=0, warm_start=False, callbacks=None,
-                 block_size=None, input_scale=None, preset=None):
+                 block_size=None, precision="float64", input_scale=None, preset=None):
         self.n_particles = n_particles
         self.lam = lam
         self.lam_a = lam_a
@@ -248,6 +253,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.block_size = block_size
+        self.precision = precision
         self.input_scale = input_scale
         self.preset = preset
 
@@ -265,6 +271,9 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         p["newton_max_iter"] = integer(self.newton_max_iter, "newton_max_iter", minimum=1)
         if not isinstance(self.multi_class, str) or self.multi_class not in MULTI_CLASS:
             raise ValueError(f"multi_class must be one of {MULTI_CLASS}, got {self.multi_class!r}")
+        if not isinstance(self.precision, str) or self.precision not in core.PRECISIONS:
+            raise ValueError(f"precision must be one of {core.PRECISIONS}, got {self.precision!r}")
+        p["precision"] = self.precision
         return p
 
     # ------------------------------------------------------------------ training
@@ -386,7 +395,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         if run.engine is None:
             run.engine = Engine(run.X, run.Y, W, lam=run.lam, lam_a=run.lam_a, lam_w=run.lam_w, eta=run.eta,
                                 seed=run.seed, step=step, activation=run.activation, solver="dense",
-                                n_threads=run.n_threads, block_size=run.block_size)
+                                precision=run.precision, n_threads=run.n_threads, block_size=run.block_size)
         elif run.engine.step != step or not np.array_equal(run.engine.particles, W):
             run.engine.set_particles(W, step)
         return run.engine

@@ -520,8 +520,8 @@ class _Deflation:
     whose class coupling -p p^T matters: without it (per-class blocks) CG needed 5x more iterations.
     B is built from the probabilities of the first Newton iteration and rebuilt at a later one that follows
     an iteration with many CG iterations (_DEFLATION_REBUILD_CG); it only steers CG, so its products are
-    single precision. Measured on digits at step 60 of a run (r = 48): 4 Newton and 8 CG iterations against
-    5 and 41 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
+    single precision. Measured on digits at step 60 of a run (r = 48): 3 Newton and 7 CG iterations against
+    4 and 48 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
     the preconditioner can slow CG down: a Newton iteration whose CG reaches max_cg_iter drops it for the
     rest of the solve.
     """
