@@ -394,15 +394,15 @@ _GRAM_BLOCKS = 2
 # convergence near the optimum. With the deflation preconditioner CG iterations are cheap there: on 12 digits
 # solves along an MFLD run (n = 1347, T = 10, N = 2000, tol 1e-8) it took 3.0 Newton and 7.25 CG iterations per
 # solve against 3.58 and 7.25 with min(_FORCING, sqrt|g|) |g|; with the ridge / 30, 8.0 and 54 against 10.2
-# and 55; from cold starts 7.6 and 24 against 8.0 and 21 (no slower). Along the whole digits benchmark run
-# (bench/multiclass.py) it took 3.1 against 4.0 Newton iterations per step but about 11 against 9 CG, for
-# about the same time per step.
+# and 55; from cold starts 7.6 and 24 against 8.0 and 21 (no slower). Along whole MFLD runs in the setting
+# of bench/multiclass.py (rank 48) it took 3.1 against 4.0 Newton iterations per step over 1000 steps, but
+# 11.4 against 9.3 CG iterations per solve over 150 steps, for about the same time per step.
 _FORCING = 0.1
 # The Newton system is preconditioned by its exact inverse on a sketched top subspace of the features (see
 # _Deflation). Its dimension is rank x T, capped so that building it (its Gram grows as (rank T)^2, its
-# factorisation as (rank T)^3) stays a small part of a step: with 10 classes on digits (bench/multiclass.py,
-# 150 steps, three interleaved rounds twice) rank 32 (dimension 320) took 114 and 116 ms per step against 129
-# and 123 ms for rank 48 (480); up to 6 classes the rank stays 48.
+# factorisation as (rank T)^3) stays a small part of a step: with 10 classes on digits (the setting of
+# bench/multiclass.py, 150 steps, the medians of two sets of three interleaved rounds) rank 32 (dimension 320)
+# took 114 and 116 ms per step against 129 and 123 ms for rank 48 (480); up to 6 classes the rank stays 48.
 _DEFLATION_RANK = 48
 _DEFLATION_MAX_DIM = 320
 _DEFLATION_MIN_RANK = 8
