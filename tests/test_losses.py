@@ -490,7 +490,8 @@ def test_deflation_is_skipped_when_too_small_or_indefinite_and_exact_when_it_cov
     many = losses._Products(numpy_features(W, X) / np.sqrt(40), 1)
     assert losses._deflation(many, np.full((n, 10), 0.1), 0.1).r == 32         # 10 classes: 320 // 10
     assert losses._deflation(many, np.full((n, 3), 1.0 / 3), 0.1).r == 40       # 3 classes: all 40 < 48 features
-    assert losses._deflation(many, np.full((n, 50), 1.0 / 50), 0.1) is None    # 320 // 50 = 6 < 8 of 40
+    assert losses._deflation(many, np.full((n, 50), 1.0 / 50), 0.1).r == 8      # 50 classes: at least 8 each
+    assert losses._deflation(many, np.full((n, 200), 1.0 / 200), 0.1) is None  # 8 x 200 > 1024
     assert losses._deflation(many, P, -1.0) is None           # an indefinite B: plain CG instead
     # and a solve whose preconditioner cannot be built is still exact
     monkeypatch.setattr(losses, "_DEFLATION_MIN_RANK", 10**6)

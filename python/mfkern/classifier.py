@@ -188,8 +188,8 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
     precision : {"float64", "float32"}, default="float64"
         "float32" evaluates the features, the Gram and the drift in single precision (faster; the second
         layer is still solved in float64 on the single-precision features, exactly to ``newton_tol``, and the
-        particles stay float64; trajectories differ from float64 by single-precision rounding, about 1e-7
-        relative).
+        particles stay float64; trajectories differ from float64 by about 1e-7 to 1e-6 relative). Changing it
+        on a warm start continues the run, but not bitwise as one fit would.
     input_scale : "auto", float or None, default=None
         The network sees the inputs X * input_scale_ (in ``fit`` and in every method that takes X).
         "auto" is 0.5/sqrt(n_features) (chosen by measurement): with standardised inputs the initial
@@ -437,8 +437,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
         dof = core.degrees_of_freedom_unchecked(K, run.ridge, n_threads_value(None))
         with core.thread_limits(1):  # numpy's threaded reductions would make the history depend on n_threads
             # with the +-1 coding of the classes for either loss, so alignments are comparable
-            target = (2 * Y - 1 if run.multinomial else Y).reshape(Y.shape[0], -1)
-            alignment = core.kernel_alignment_unchecked(K, target) if np.any(K) else math.nan
+            alignment = core.kernel_alignment_unchecked(K, 2 * Y - 1 if run.multinomial else Y) if np.any(K) else math.nan
         train_accuracy, train_log_loss = _scores(F, run.y_index, run.multinomial)
         coef = core.output_weights(W, X, A, activation=run.activation, block_size=run.block_size,
                                    n_threads=run.n_threads)

@@ -391,20 +391,23 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # on tall blocks).
 _GRAM_BLOCKS = 2
 # Inexact-Newton forcing: CG stops at a residual of min(_FORCING, |g|) |g|, which keeps Newton's quadratic
-# convergence near the optimum. With the deflation preconditioner CG iterations are cheap there: on 12 digits
+# convergence near the optimum. With the deflation preconditioner few CG iterations are needed: on 12 digits
 # solves along an MFLD run (n = 1347, T = 10, N = 2000, tol 1e-8) it took 3.0 Newton and 7.25 CG iterations per
 # solve against 3.58 and 7.25 with min(_FORCING, sqrt|g|) |g|; with the ridge / 30, 8.0 and 54 against 10.2
 # and 55; from cold starts 7.6 and 24 against 8.0 and 21 (no slower). Along whole MFLD runs in the setting
 # of bench/multiclass.py (rank 48) it took 3.1 against 4.0 Newton iterations per step over 1000 steps, but
-# 11.4 against 9.3 CG iterations per solve over 150 steps, for about the same time per step.
+# 11.4 against 9.3 CG iterations per solve over 150 steps; 1000 steps took 127 s against 128 s (one run each).
 _FORCING = 0.1
 # The Newton system is preconditioned by its exact inverse on a sketched top subspace of the features (see
-# _Deflation). Its dimension is rank x T, capped so that building it (its Gram grows as (rank T)^2, its
-# factorisation as (rank T)^3) stays a small part of a step: with 10 classes on digits (the setting of
-# bench/multiclass.py, 150 steps, the medians of two sets of three interleaved rounds) rank 32 (dimension 320)
-# took 114 and 116 ms per step against 129 and 123 ms for rank 48 (480); up to 6 classes the rank stays 48.
+# _Deflation). Its dimension is rank x T; building it (its Gram grows as (rank T)^2, its factorisation as
+# (rank T)^3) should stay a small part of a step, so the rank aims at a dimension of _DEFLATION_TARGET_DIM:
+# with 10 classes on digits (the setting of bench/multiclass.py, 150 steps, the medians of two sets of three
+# interleaved rounds) rank 32 (dimension 320) took 114 and 116 ms per step against 129 and 123 ms for rank 48
+# (480); up to 6 classes the rank stays 48. It is never below _DEFLATION_MIN_RANK (many classes: 8 directions
+# each) while the dimension stays within _DEFLATION_MAX_DIM; beyond that, no preconditioner.
 _DEFLATION_RANK = 48
-_DEFLATION_MAX_DIM = 320
+_DEFLATION_TARGET_DIM = 320
+_DEFLATION_MAX_DIM = 1024
 _DEFLATION_MIN_RANK = 8
 # B is built from the probabilities of the first Newton iteration; it is rebuilt at a later one when the
 # previous one needed more CG iterations than this (measured: from a cold start the probabilities move far
@@ -440,7 +443,8 @@ def _gram_pool():
 
 class _Products:
     """Products with the features Phi (n, m): Phi @ V and Phi^T @ G in float64, the same in float32, and the
-    Hessian product Phi^T S(Phi v) in float32, each bitwise the same for any thread count.
+    Hessian product Phi^T S(Phi v) in float32, each bitwise the same for any thread count (gram32, the
+    preconditioner's Gram, under core.thread_limits(1)).
 
     The products are the core's skinny-product loops (``_core.rows_dot`` / ``_core.rows_axpy``: every output
     entry one fixed-order sum, the threads sharing rows or columns), which stream Phi once per few columns
@@ -486,8 +490,9 @@ class _Products:
 
     def gram32(self, Z):
         """Z^T Z (float32) for Z (n, k) float32, C-contiguous: BLAS syrk on each of _GRAM_BLOCKS fixed blocks of
-        rows (single-threaded calls over the pool), added in block order. numpy's ``B.T @ B`` is that syrk
-        and, unlike scipy's BLAS wrappers, releases the GIL, so the blocks do run in parallel."""
+        rows (calls over the pool), added in block order. numpy's ``B.T @ B`` is that syrk and, unlike scipy's
+        BLAS wrappers, releases the GIL, so the blocks do run in parallel. Call under core.thread_limits(1),
+        as the solver does: a multi-threaded BLAS would change the bits with the thread count."""
         size = -(-Z.shape[0] // _GRAM_BLOCKS)
 
         def job(a):
@@ -525,8 +530,8 @@ class _Deflation:
     whose class coupling -p p^T matters: without it (per-class blocks) CG needed 5x more iterations.
     B is built from the probabilities of the first Newton iteration and rebuilt at a later one that follows
     an iteration with many CG iterations (_DEFLATION_REBUILD_CG); it only steers CG, so its products are
-    single precision. Measured on digits at step 60 of a run (r = 48): 3 Newton and 7 CG iterations against
-    4 and 48 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
+    single precision. Measured on digits at step 60 of a run (rank 32, that of 10 classes): 4 Newton and 15
+    CG iterations against 4 and 48 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
     the preconditioner can slow CG down: a Newton iteration whose CG reaches max_cg_iter drops it for the
     rest of the solve.
     """
@@ -582,11 +587,13 @@ def _orthonormal_basis(Y):
 
 
 def _deflation(products, P, c):
-    """The preconditioner for this system, or None: rank min(48, n, m, 320 // T), none when that is below 8
-    unless it covers all m features (then it is the exact inverse Hessian at P)."""
+    """The preconditioner for this system, or None: rank min(48, n, m, max(320 // T, 8)), none when rank x T
+    exceeds 1024 or the rank is below 8 without covering all m features (when it covers them, it is the exact
+    inverse Hessian at P)."""
     n, m = products.Phi.shape
-    rank = min(_DEFLATION_RANK, n, m, _DEFLATION_MAX_DIM // P.shape[1])
-    if rank < _DEFLATION_MIN_RANK and rank < m:
+    T = P.shape[1]
+    rank = min(_DEFLATION_RANK, n, m, max(_DEFLATION_TARGET_DIM // T, _DEFLATION_MIN_RANK))
+    if rank * T > _DEFLATION_MAX_DIM or (rank < _DEFLATION_MIN_RANK and rank < m):
         return None
     try:
         return _Deflation(products, P, c, rank)
@@ -698,7 +705,8 @@ def solve_multinomial_second_layer(features, Y, *, ridge, start=None, tol=1e-8, 
     single-precision product with Phi and one with Phi^T), an inexact-Newton forcing term and a
     backtracking line search: it converges from any start; warm-started along an MFLD run it takes a few Newton iterations per step. CG is
     preconditioned by the exact inverse Hessian on a randomised sketch of Phi's top right singular subspace
-    (min(48, n, m, 320 // T) directions per class, none below 8 unless that covers every feature; the ridge
+    (min(48, n, m, max(320 // T, 8)) directions per class, none below 8 unless that covers every feature, none
+    beyond 1024 in all; the ridge
     on the rest), which suits MFLD's Grams: few of their eigenvalues exceed the ridge. The sketch uses a fixed
     test matrix, so the result is a function of the inputs.
 

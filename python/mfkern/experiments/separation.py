@@ -311,9 +311,10 @@ def _plot(out_dir, tasks, ds, ns, nstar, censoring, S, sizes):
         ax.set_ylabel(f"n* (test MSE <= {THRESHOLD})")
         ax.set_title(t)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
-    fig.suptitle(f"samples needed against d (geometric mean over {S} seeds, 95% t interval; "
-                 f"^ = not reached by n = {ns[-1]} in some seed)", fontsize=10)
+    # one panel (a claim run on one task) is too narrow for four legend columns or a one-line title
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, 2 * len(tasks)), fontsize=8)
+    fig.suptitle(f"samples needed against d (geometric mean over {S} seeds, 95% t interval;"
+                 f"{chr(10) if len(tasks) == 1 else ' '}^ = not reached by n = {ns[-1]} in some seed)", fontsize=10)
     path = os.path.join(out_dir, "separation.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
