@@ -390,14 +390,16 @@ def reduced_objective(K, Y, A, *, ridge, loss="logistic"):
 # Blocks of rows of the sketch's Gram: fixed (the sums do not depend on the threads), few (syrk is efficient
 # on tall blocks).
 _GRAM_BLOCKS = 2
-# Inexact-Newton forcing: CG stops at a residual of min(_FORCING, |g|) |g|, which keeps Newton's quadratic
-# convergence near the optimum. With the deflation preconditioner few CG iterations are needed: on 12 digits
-# solves along an MFLD run (n = 1347, T = 10, N = 2000, tol 1e-8) it took 3.0 Newton and 7.25 CG iterations per
-# solve against 3.58 and 7.25 with min(_FORCING, sqrt|g|) |g|; with the ridge / 30, 8.0 and 54 against 10.2
-# and 55; from cold starts 7.6 and 24 against 8.0 and 21 (no slower). Along whole MFLD runs in the setting
-# of bench/multiclass.py (rank 48) it took 3.1 against 4.0 Newton iterations per step over 1000 steps, but
-# 11.4 against 9.3 CG iterations per solve over 150 steps; 1000 steps took 127 s against 128 s (one run each).
+# Inexact-Newton forcing: CG stops at a residual of min(_FORCING, |g|) |g| (quadratic convergence near the
+# optimum) after a Newton iteration whose CG took at most _QUADRATIC_FORCING_CG iterations, else (and at the
+# first) min(_FORCING, sqrt|g|) |g| (superlinear). Tighter solves pay where CG is cheap, i.e. where the
+# deflation preconditioner fits, as along MFLD runs: on 12 digits solves from an MFLD run (n = 1347, T = 10,
+# N = 2000, tol 1e-8, rank 32) 3.5 Newton and 12 CG iterations per solve against 4.0 and 9.0 with the sqrt
+# term alone (105 against 122 ms); with the ridge / 30, 9.1 and 61 against 10.6 and 72. Where CG is slow
+# (flat spectra, many eigenvalues above the ridge) the quadratic term alone cost 1.1-1.6x the CG iterations
+# for one Newton iteration less or none, so there the sqrt term stays.
 _FORCING = 0.1
+_QUADRATIC_FORCING_CG = 4
 # The Newton system is preconditioned by its exact inverse on a sketched top subspace of the features (see
 # _Deflation). Its dimension is rank x T; building it (its Gram grows as (rank T)^2, its factorisation as
 # (rank T)^3) should stay a small part of a step, so the rank aims at a dimension of _DEFLATION_TARGET_DIM:
@@ -531,7 +533,7 @@ class _Deflation:
     B is built from the probabilities of the first Newton iteration and rebuilt at a later one that follows
     an iteration with many CG iterations (_DEFLATION_REBUILD_CG); it only steers CG, so its products are
     single precision. Measured on digits at step 60 of a run (rank 32, that of 10 classes): 4 Newton and 15
-    CG iterations against 4 and 48 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
+    CG iterations against 4 and 32 without it. Where many eigenvalues of K exceed the ridge the deflated subspace is too small and
     the preconditioner can slow CG down: a Newton iteration whose CG reaches max_cg_iter drops it for the
     rest of the solve.
     """
@@ -814,8 +816,8 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
                  else f"not converged after {iterations} iterations", iterations, residual)
         # Hessian of the primal objective: v -> Phi^T S(Phi v) + c v, S the per-sample softmax Jacobian
         # diag(p) - p p^T. Conjugate gradients from 0, preconditioned by _Deflation (built at the first
-        # Newton iteration), with the inexact-Newton forcing term min(_FORCING, |g|) |g| (quadratic near
-        # the optimum).
+        # Newton iteration), with the inexact-Newton forcing term min(_FORCING, |g|) |g| after a Newton
+        # iteration with few CG iterations (quadratic near the optimum), else min(_FORCING, sqrt|g|) |g|.
         if iterations == 0:
             preconditioner = _deflation(products, P, c)
         elif preconditioner is not None and last_cg > _DEFLATION_REBUILD_CG:
@@ -824,7 +826,8 @@ def _truncated_newton(products, Y, ridge, start, tol, max_iter, max_cg_iter):
             except (np.linalg.LinAlgError, ValueError):
                 preconditioner = None
         g_norm = math.sqrt(float(np.sum(g * g)))
-        target = min(_FORCING, g_norm) * g_norm
+        cheap_cg = iterations > 0 and last_cg <= _QUADRATIC_FORCING_CG
+        target = min(_FORCING, g_norm if cheap_cg else math.sqrt(g_norm)) * g_norm
         last_cg = cg_total
         precondition = (lambda v: v.copy()) if preconditioner is None else preconditioner.apply
         step = np.zeros_like(beta)
