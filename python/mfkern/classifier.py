@@ -434,7 +434,7 @@ class MeanFieldClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cla
             raise DivergenceError("non-finite U", step=step, n_steps_done=None, cause="the objective U is not finite")
         G = U + run.lam * run.lam_w / 2 * float(np.einsum("kl,kl->", W, W)) / W.shape[0]
         # K is the engine's Gram and the ridge was validated in fit: the unchecked forms skip two symmetry checks
-        dof = core.degrees_of_freedom_unchecked(K, run.ridge, n_threads_value(None))
+        dof = core.degrees_of_freedom_unchecked(K, run.ridge, n_threads_value(run.n_threads))
         with core.thread_limits(1):  # numpy's threaded reductions would make the history depend on n_threads
             # with the +-1 coding of the classes for either loss, so alignments are comparable
             alignment = core.kernel_alignment_unchecked(K, 2 * Y - 1 if run.multinomial else Y) if np.any(K) else math.nan
