@@ -31,6 +31,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
+sys.path.insert(0, str(HERE.parent))  # bench.machine
 
 
 def data():
@@ -125,6 +126,8 @@ def main(argv=None):
     X, y, X_test, y_test = data()
     results = dict(n_train=len(X), n_test=len(X_test), d=X.shape[1], machine=platform.processor() or platform.machine(),
                    cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+    from bench.machine import describe
+    results["machine_details"] = describe()  # CPU model, memory, BLAS, ISA, git commit
     results["svc"] = svc_baseline(X, y, X_test, y_test)
     print("SVC", results["svc"], flush=True)
     (out / "multiclass_svc.json").write_text(json.dumps(results, indent=1))
@@ -224,9 +227,17 @@ def write_markdown(results, path):
                      f"binary {per_step['binary']:.2f}, one-vs-rest {per_step['ovr']:.2f} (the short runs): the "
                      f"10-class fit costs {per_step['multinomial'] / per_step['binary']:.2f} binary fits."]
                     if {"multinomial", "binary", "ovr"} <= set(per_step) else []),
-                  f"- Machine: {results['machine']}, {results['cpus']} CPUs, OMP_NUM_THREADS="
+                  f"- Machine: {_machine_line(results)}, OMP_NUM_THREADS="
                   f"{results['omp_num_threads']}; the load average before and after each fit is in the tables."]
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _machine_line(results):
+    """The machine in one line (results written before machine_details was recorded give CPU and count)."""
+    if "machine_details" in results:
+        from bench.machine import summary_line
+        return summary_line(results["machine_details"])
+    return f"{results['machine']}, {results['cpus']} CPUs"
 
 
 if __name__ == "__main__":
