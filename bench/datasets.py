@@ -101,7 +101,7 @@ def load(name, n_samples=None):
         X, y = datasets.make_friedman2(n_samples=500, noise=125.0, random_state=0)
     else:
         X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    if name == "digits" and n_samples is None and DIGITS_SAMPLES is not None:
+    if name == "digits" and n_samples is None:
         n_samples = DIGITS_SAMPLES
     if n_samples is not None and n_samples < len(y):
         X, _, y, _ = train_test_split(X, y, train_size=n_samples, random_state=0,

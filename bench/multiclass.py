@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -124,10 +123,9 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     X, y, X_test, y_test = data()
-    results = dict(n_train=len(X), n_test=len(X_test), d=X.shape[1], machine=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
     from bench.machine import describe
-    results["machine_details"] = describe()  # CPU model, memory, BLAS, ISA, git commit
+    results = dict(n_train=len(X), n_test=len(X_test), d=X.shape[1], omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                   machine_details=describe())  # CPU model, cores, memory, BLAS, ISA, git commit
     results["svc"] = svc_baseline(X, y, X_test, y_test)
     print("SVC", results["svc"], flush=True)
     (out / "multiclass_svc.json").write_text(json.dumps(results, indent=1))
@@ -233,7 +231,7 @@ def write_markdown(results, path):
 
 
 def _machine_line(results):
-    """The machine in one line (results written before machine_details was recorded give CPU and count)."""
+    """The machine in one line (results written before machine_details was recorded have only CPU and count)."""
     if "machine_details" in results:
         from bench.machine import summary_line
         return summary_line(results["machine_details"])
